@@ -1,0 +1,41 @@
+"""Domain errors raised by services; sentinelflow_site.exception_handler maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base of the errors a service refuses a request with."""
+
+    status_code = 400
+    default_detail = "The request was refused."
+
+    def __init__(self, detail: str | None = None):
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class JobNotFound(JobError):
+    status_code = 404
+    default_detail = "No job with that id."
+
+
+class InvalidTransition(JobError):
+    """The job's current status does not allow the requested change."""
+
+    status_code = 409
+
+
+class IdempotencyKeyReused(JobError):
+    """The same Idempotency-Key came back with a different request body."""
+
+    status_code = 422
+    default_detail = "This Idempotency-Key was already used with a different request body."
+
+
+class StoreUnavailable(JobError):
+    status_code = 503
+    default_detail = "The job store is unavailable; nothing was stored. Try again."
+
+
+class PermanentJobError(Exception):
+    """Raised by a handler for a failure that a retry cannot fix; the job fails at once."""

@@ -1,0 +1,70 @@
+"""The job-type registry.
+
+A job type is a function registered with `@job_type(name, payload_serializer=...)`.
+The serializer validates the payload at submit time (a 400 names the field);
+the function gets the validated payload and a JobContext when a worker runs it
+and returns a JSON-serialisable result. Raising fails the attempt (and retries
+it); raising jobs.exceptions.PermanentJobError fails the job at once.
+
+Built-in types live in this package; modules listed in the setting
+SENTINELFLOW_HANDLER_MODULES are imported at start so they can register more.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running handler may know about its job."""
+
+    job_id: str
+    attempt: int
+    is_cancelled: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    run: Callable[[dict[str, Any], JobContext], Any]
+    payload_serializer: type[serializers.Serializer]
+
+
+REGISTRY: dict[str, JobType] = {}
+
+
+def job_type(name: str, *, payload_serializer: type[serializers.Serializer]):
+    """Register the decorated function as the handler of job type `name`."""
+
+    def register(run: Callable[[dict[str, Any], JobContext], Any]):
+        if name in REGISTRY and REGISTRY[name].run is not run:
+            raise ValueError(f"job type {name!r} is already registered")
+        REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer)
+        return run
+
+    return register
+
+
+def get_job_type(name: str) -> JobType | None:
+    return REGISTRY.get(name)
+
+
+def job_type_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def load_handlers() -> None:
+    """Import the built-in handler modules and those named in settings."""
+    for module in BUILT_IN_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    for module in getattr(settings, "SENTINELFLOW_HANDLER_MODULES", []):
+        importlib.import_module(module)

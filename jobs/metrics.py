@@ -1,0 +1,165 @@
+"""Cluster-wide job metrics, kept in Redis and exposed through prometheus_client.
+
+Every process that makes a transition (web, worker, sentinel) adds to the same
+Redis hashes, so each replica's /metrics shows the same totals and a restart
+resets nothing. Increments for one transition go in one pipeline (one round
+trip). A failure to count never fails the job: it is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from redis.exceptions import RedisError
+
+from . import redis_store
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "sentinelflow:metrics:"
+LABEL_SEPARATOR = "\x1f"
+HISTOGRAM_SEPARATOR = "\x1e"
+
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "jobs_submitted_total": ("Jobs accepted (a repeated Idempotency-Key is not counted).", ("type",)),
+    "jobs_enqueued_total": ("Jobs put on an RQ queue: first enqueue, retries and restores.", ("type", "queue")),
+    "jobs_started_total": ("Job runs started by a worker.", ("type",)),
+    "jobs_succeeded_total": ("Jobs that ended succeeded.", ("type",)),
+    "jobs_failed_total": ("Jobs that ended failed (retries spent or permanent error).", ("type",)),
+    "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
+    "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
+}
+HISTOGRAMS: dict[str, str] = {
+    "job_duration_seconds": "Run time of one attempt.",
+    "job_wait_seconds": "Time from enqueue to start of a run.",
+}
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
+RETRY_REASONS = ("auto", "manual", "recovered")
+
+
+def _field(labels: tuple[str, ...]) -> str:
+    return LABEL_SEPARATOR.join(labels)
+
+
+class MetricsBatch:
+    """Increments to send together; see `record()`."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[str, tuple[str, ...], int]] = []
+        self.observations: list[tuple[str, str, float]] = []
+
+    def inc(self, name: str, *labels: str, amount: int = 1) -> None:
+        assert name in COUNTERS and len(labels) == len(COUNTERS[name][1]), name
+        self.counts.append((name, labels, amount))
+
+    def observe(self, name: str, job_type: str, seconds: float) -> None:
+        assert name in HISTOGRAMS, name
+        self.observations.append((name, job_type, max(0.0, seconds)))
+
+    def add_to(self, pipe) -> None:
+        for name, labels, amount in self.counts:
+            pipe.hincrby(KEY_PREFIX + name, _field(labels), amount)
+        for name, job_type, seconds in self.observations:
+            key = KEY_PREFIX + name
+            bucket = next(index for index, bound in enumerate(BUCKETS) if seconds <= bound)
+            pipe.hincrby(key, f"{job_type}{HISTOGRAM_SEPARATOR}{bucket}", 1)
+            pipe.hincrbyfloat(key, f"{job_type}{HISTOGRAM_SEPARATOR}sum", seconds)
+
+
+@contextmanager
+def record() -> Iterator[MetricsBatch]:
+    """Collect increments in the block, then send them in one pipeline."""
+    batch = MetricsBatch()
+    yield batch
+    if not (batch.counts or batch.observations):
+        return
+    try:
+        pipe = redis_store.connection().pipeline(transaction=False)
+        batch.add_to(pipe)
+        pipe.execute()
+    except RedisError as error:
+        logger.warning("metrics not recorded, Redis unavailable: %s", error)
+
+
+def _known_types() -> list[str]:
+    from .handlers import job_type_names
+
+    return job_type_names()
+
+
+class JobMetricsCollector:
+    """Reads the Redis totals at scrape time; every family appears, at zero, from the start."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        queues = settings.SENTINELFLOW_QUEUES
+        names = list(COUNTERS) + list(HISTOGRAMS)
+        stored: list[dict[bytes, bytes]] = [{} for _ in names]
+        depths: list[int] = [0 for _ in queues]
+        workers = 0
+        try:
+            pipe = redis_store.connection().pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(KEY_PREFIX + name)
+            for queue in queues:
+                pipe.llen(f"rq:queue:{queue}")
+            pipe.scard("rq:workers")
+            answers = pipe.execute()
+            stored = answers[: len(names)]
+            depths = answers[len(names) : len(names) + len(queues)]
+            workers = answers[-1]
+        except RedisError as error:
+            logger.warning("job metrics unavailable, Redis down: %s", error)
+
+        types = _known_types()
+        for (name, (documentation, label_names)), values in zip(COUNTERS.items(), stored, strict=False):
+            yield self._counter(name, documentation, label_names, values, types, queues)
+        for (name, documentation), values in zip(HISTOGRAMS.items(), stored[len(COUNTERS) :], strict=False):
+            yield self._histogram(name, documentation, values, types)
+
+        depth = GaugeMetricFamily("jobs_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
+        for queue, count in zip(queues, depths, strict=True):
+            depth.add_metric([queue], count)
+        yield depth
+        yield GaugeMetricFamily("jobs_workers", "Live RQ workers.", value=workers)
+
+    @staticmethod
+    def _counter(name, documentation, label_names, values, types, queues):
+        family = CounterMetricFamily(name.removesuffix("_total"), documentation, labels=list(label_names))
+        totals: dict[tuple[str, ...], float] = {}
+        # Known label combinations first, at zero, so dashboards and alerts see every series.
+        for job_type in types:
+            if label_names == ("type",):
+                totals[(job_type,)] = 0
+            elif label_names == ("type", "queue"):
+                totals.update({(job_type, queue): 0 for queue in queues})
+            elif label_names == ("type", "reason"):
+                totals.update({(job_type, reason): 0 for reason in RETRY_REASONS})
+        for field, count in values.items():
+            totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
+        for labels, count in sorted(totals.items()):
+            family.add_metric(list(labels), count)
+        return family
+
+    @staticmethod
+    def _histogram(name, documentation, values, types):
+        family = HistogramMetricFamily(name, documentation, labels=["type"])
+        per_type: dict[str, dict[str, float]] = {job_type: {} for job_type in types}
+        for field, value in values.items():
+            job_type, part = field.decode().split(HISTOGRAM_SEPARATOR)
+            per_type.setdefault(job_type, {})[part] = float(value)
+        for job_type, parts in sorted(per_type.items()):
+            cumulative = 0.0
+            buckets = []
+            for index, bound in enumerate(BUCKETS):
+                cumulative += parts.get(str(index), 0)
+                buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
+            family.add_metric([job_type], buckets, sum_value=parts.get("sum", 0.0))
+        return family

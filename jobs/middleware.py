@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import JsonResponse
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over MAX_BODY_BYTES with a JSON 413 before anything reads them."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit():
+            return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
+        if int(length) > settings.MAX_BODY_BYTES:
+            return JsonResponse(
+                {"detail": f"Request body is {length} bytes; the limit is {settings.MAX_BODY_BYTES} bytes."},
+                status=413,
+            )
+        return self.get_response(request)

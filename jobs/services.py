@@ -1,0 +1,326 @@
+"""Every write to a job and every state transition.
+
+The API, the admin, the worker (jobs.tasks) and the sentinel all call these
+functions, so each lifecycle rule lives here once. Transitions compare and
+set: `UPDATE ... WHERE status IN (allowed)` and check the row count, so two
+processes racing on one job cannot both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+
+from . import metrics, redis_store
+from .exceptions import IdempotencyKeyReused, InvalidTransition, PermanentJobError
+from .models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+S = JobStatus
+# Which statuses each status may move to: the lifecycle of DESIGN.md.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.QUEUED, S.SCHEDULED, S.STARTED, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.QUEUED, S.STARTED, S.PENDING, S.CANCELLED}),
+    S.QUEUED: frozenset({S.STARTED, S.PENDING, S.CANCELLED}),
+    # `queued` from `started`: the sentinel re-runs a job whose worker died.
+    S.STARTED: frozenset({S.SUCCEEDED, S.FAILED, S.RETRYING, S.QUEUED, S.CANCELLED}),
+    S.RETRYING: frozenset({S.QUEUED, S.STARTED, S.PENDING, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),
+    S.CANCELLED: frozenset({S.QUEUED}),
+}
+RUNNABLE_STATUSES = frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if S.STARTED in targets)
+TRACEBACK_FRAMES = 5
+MAX_ERROR_CHARS = 8000
+
+
+def now() -> datetime:
+    """The one clock of the services; tests patch it."""
+    return timezone.now()
+
+
+def _sources(target: str) -> list[str]:
+    return [source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets]
+
+
+def _transition(job: Job, target: str, *, sources: list[str] | None = None, **changes: Any) -> Job:
+    """Move `job` to `target` if its stored status allows it; raise InvalidTransition otherwise."""
+    allowed = sources if sources is not None else _sources(target)
+    changes = {"status": target, "updated_at": now(), **changes}
+    updated = Job.objects.filter(pk=job.pk, status__in=allowed).update(**changes)
+    if not updated:
+        current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
+    job.refresh_from_db()
+    return job
+
+
+def request_fingerprint(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_submit(
+    *,
+    type: str,
+    payload: dict[str, Any],
+    queue: str = "default",
+    max_retries: int | None = None,
+    timeout: int | None = None,
+    run_at: datetime | None = None,
+    submitted_by: str,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> tuple[Job, bool]:
+    """Store a new job and enqueue it once the row is committed.
+
+    Returns (job, created). A repeated Idempotency-Key from the same submitter
+    returns the original job with created=False; reusing a key for a
+    different body raises IdempotencyKeyReused.
+    """
+    if idempotency_key is not None:
+        existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    submitted_at = now()
+    scheduled = run_at is not None and run_at > submitted_at
+    job = Job(
+        type=type,
+        payload=payload,
+        queue=queue,
+        max_retries=settings.SENTINELFLOW_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        timeout=timeout or settings.SENTINELFLOW_DEFAULT_TIMEOUT,
+        run_at=run_at,
+        status=S.SCHEDULED if scheduled else S.QUEUED,
+        created_at=submitted_at,
+        enqueued_at=None if scheduled else submitted_at,
+        submitted_by=submitted_by,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    try:
+        with transaction.atomic():
+            job.save()
+            # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
+            transaction.on_commit(lambda: _push(job, counts=[("jobs_submitted_total", (job.type,))]))
+    except IntegrityError:
+        # Two requests raced with one Idempotency-Key; the other one stored the job.
+        existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def _job_for_idempotency_key(submitted_by: str, key: str | None, fingerprint: str) -> Job | None:
+    existing = Job.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
+    if existing is not None and fingerprint and existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return existing
+
+
+def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: bool = False) -> None:
+    """Put the job on its RQ queue (or the scheduled registry), counting it in the same round trip.
+
+    With Redis down the row goes back to `pending`, and the sentinel enqueues it later: the job is kept.
+    `replace` first removes an earlier RQ job of the same id (retries, restores), whose key may carry a TTL.
+    """
+    from .tasks import run_job
+
+    queue = redis_store.queue(job.queue)
+    try:
+        if replace:
+            _delete_rq_job(str(job.job_id))
+        rq_job = queue.create_job(
+            run_job,
+            args=(str(job.job_id),),
+            job_id=str(job.job_id),
+            timeout=job.timeout,
+            result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+            failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+            description=f"{job.type} {job.job_id}",
+        )
+        with queue.connection.pipeline() as pipe:
+            if job.status == S.SCHEDULED and job.run_at is not None:
+                queue.schedule_job(rq_job, job.run_at, pipeline=pipe)
+            else:
+                queue.enqueue_job(rq_job, pipeline=pipe)
+            batch = metrics.MetricsBatch()
+            for name, labels in counts:
+                batch.inc(name, *labels)
+            batch.inc("jobs_enqueued_total", job.type, job.queue)
+            batch.add_to(pipe)
+            pipe.execute()
+    except RedisError as error:
+        logger.warning("job %s kept as pending, Redis unavailable: %s", job.job_id, error)
+        Job.objects.filter(pk=job.pk, status__in=[S.QUEUED, S.SCHEDULED]).update(status=S.PENDING, updated_at=now())
+        job.status = S.PENDING
+        with metrics.record() as batch:  # Redis may be back already; if not this is dropped and logged
+            for name, labels in counts:
+                batch.inc(name, *labels)
+
+
+def _delete_rq_job(rq_job_id: str) -> None:
+    try:
+        RQJob.fetch(rq_job_id, connection=redis_store.connection()).delete()
+    except NoSuchJobError:
+        pass
+
+
+def job_enqueue(*, job: Job) -> Job:
+    """Enqueue a `pending` job (stored while Redis was down); used by the sentinel."""
+    target = S.SCHEDULED if job.run_at and job.run_at > now() else S.QUEUED
+    job = _transition(job, target, sources=[S.PENDING], enqueued_at=None if target == S.SCHEDULED else now())
+    _push(job, replace=True)
+    return job
+
+
+def job_start(*, job_id: str) -> Job | None:
+    """Mark a run as started (attempt + 1). None when the job must not run: cancelled, finished or unknown."""
+    started_at = now()
+    updated = Job.objects.filter(job_id=job_id, status__in=RUNNABLE_STATUSES).update(
+        status=S.STARTED, attempts=F("attempts") + 1, started_at=started_at, finished_at=None, updated_at=started_at
+    )
+    if not updated:
+        logger.info("job %s not started: it is no longer runnable", job_id)
+        return None
+    job = Job.objects.get(job_id=job_id)
+    with metrics.record() as batch:
+        batch.inc("jobs_started_total", job.type)
+        # A scheduled or retried job waits from when it became due, not from when it was stored.
+        waiting_since = max(filter(None, [job.enqueued_at, job.run_at]), default=None)
+        if waiting_since:
+            batch.observe("job_wait_seconds", job.type, (started_at - waiting_since).total_seconds())
+    return job
+
+
+def job_succeed(*, job: Job, result: Any) -> Job | None:
+    """Record the result of a finished run. None when the job was cancelled meanwhile."""
+    finished_at = now()
+    try:
+        job = _transition(job, S.SUCCEEDED, sources=[S.STARTED], result=_jsonable(result), finished_at=finished_at)
+    except InvalidTransition:
+        return None
+    with metrics.record() as batch:
+        batch.inc("jobs_succeeded_total", job.type)
+        batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
+    return job
+
+
+def job_fail_attempt(*, job: Job, error: BaseException) -> int | None:
+    """Record a failed run. Returns the backoff in seconds when the job will be retried, None when it failed.
+
+    A PermanentJobError is never retried; otherwise a job runs at most 1 + max_retries times
+    per retry budget.
+    """
+    finished_at = now()
+    failures_in_budget = job.attempts - job.budget_start
+    retry = not isinstance(error, PermanentJobError) and failures_in_budget <= job.max_retries
+    text = format_error(error)
+    try:
+        if retry:
+            delay = retry_backoff(failures_in_budget)
+            job = _transition(
+                job,
+                S.RETRYING,
+                sources=[S.STARTED],
+                error=text,
+                finished_at=finished_at,
+                run_at=finished_at + timedelta(seconds=delay),
+            )
+        else:
+            job = _transition(job, S.FAILED, sources=[S.STARTED], error=text, finished_at=finished_at)
+    except InvalidTransition:
+        return None  # cancelled while it ran
+    with metrics.record() as batch:
+        batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
+        if retry:
+            batch.inc("jobs_retried_total", job.type, "auto")
+            batch.inc("jobs_enqueued_total", job.type, job.queue)
+        else:
+            batch.inc("jobs_failed_total", job.type)
+    return delay if retry else None
+
+
+def retry_backoff(failure_number: int) -> int:
+    """Seconds before automatic retry number `failure_number` (1-based): exponential, capped, with jitter.
+
+    base * 2**(n-1), capped at RETRY_BACKOFF_MAX, then scaled by a random factor in [0.5, 1]
+    so that jobs that failed together do not come back together. Whole seconds (RQ schedules in seconds).
+    """
+    base = settings.SENTINELFLOW_RETRY_BACKOFF_BASE
+    if base <= 0:
+        return 0
+    ceiling = min(settings.SENTINELFLOW_RETRY_BACKOFF_MAX, base * 2 ** (failure_number - 1))
+    return max(1, round(ceiling * random.uniform(0.5, 1.0)))
+
+
+def job_retry(*, job: Job, actor: str) -> Job:
+    """Run a failed or cancelled job again now, with a fresh retry budget; attempts keep counting."""
+    job = _transition(
+        job,
+        S.QUEUED,
+        sources=[S.FAILED, S.CANCELLED],
+        budget_start=job.attempts,
+        run_at=None,
+        enqueued_at=now(),
+        finished_at=None,
+    )
+    logger.info("job %s retried by %s", job.job_id, actor)
+    transaction.on_commit(lambda: _push(job, counts=[("jobs_retried_total", (job.type, "manual"))], replace=True))
+    return job
+
+
+def job_cancel(*, job: Job, actor: str) -> Job:
+    """Cancel a job that has not finished: take it off its queue, or stop it on its worker."""
+    was = job.status
+    job = _transition(job, S.CANCELLED, finished_at=now())
+    logger.info("job %s cancelled by %s (was %s)", job.job_id, actor, was)
+    with metrics.record() as batch:
+        batch.inc("jobs_cancelled_total", job.type)
+    transaction.on_commit(lambda: _remove_from_redis(job, was_running=was == S.STARTED))
+    return job
+
+
+def _remove_from_redis(job: Job, *, was_running: bool) -> None:
+    """Best effort: the worker also checks the row before running, so a job left in Redis never runs."""
+    job_id = str(job.job_id)
+    connection = redis_store.connection()
+    try:
+        if was_running:
+            send_stop_job_command(connection, job_id)
+        else:
+            _delete_rq_job(job_id)
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+    except RedisError as error:
+        logger.warning("job %s cancelled in the database but not in Redis: %s", job_id, error)
+
+
+def format_error(error: BaseException) -> str:
+    """The exception and the last few frames of its traceback: enough to debug, small enough to store."""
+    text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES))
+    return text if len(text) <= MAX_ERROR_CHARS else "…" + text[-MAX_ERROR_CHARS:]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError):
+        return repr(value)

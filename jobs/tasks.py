@@ -1,0 +1,45 @@
+"""RQ entry points: they take a job id and call services, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rq import Retry
+
+from . import services
+from .handlers import JobContext, get_job_type
+from .models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+def run_job(job_id: str) -> Any:
+    """Run one attempt of a job: record the start, call its handler, record the outcome.
+
+    Handler errors never escape to RQ: the database is the record. When the job
+    is to be retried, an rq.Retry is returned so that RQ reschedules this same
+    RQ job after the backoff (run by a worker started with --with-scheduler).
+    """
+    job = services.job_start(job_id=job_id)
+    if job is None:
+        return None
+    job_type = get_job_type(job.type)
+    try:
+        if job_type is None:
+            raise services.PermanentJobError(f"unknown job type {job.type!r}: no handler is registered")
+        context = JobContext(job_id=job_id, attempt=job.attempts, is_cancelled=lambda: _is_cancelled(job_id))
+        result = job_type.run(job.payload, context)
+    except Exception as error:  # noqa: BLE001 - any handler failure is a failed attempt, including RQ's timeout
+        logger.info("job %s attempt %s failed: %r", job_id, job.attempts, error)
+        delay = services.job_fail_attempt(job=job, error=error)
+        if delay is None:
+            return None
+        # RQ counts its own retries of this RQ job; the database decides, so RQ's cap only needs to stay above.
+        return Retry(max=job.attempts + 1, interval=delay)
+    services.job_succeed(job=job, result=result)
+    return None
+
+
+def _is_cancelled(job_id: str) -> bool:
+    return Job.objects.filter(job_id=job_id, status=JobStatus.CANCELLED).exists()

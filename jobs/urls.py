@@ -1,0 +1,15 @@
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from .views import HealthView, JobViewSet, ReadinessView
+
+# "/?" : every path answers with and without a trailing slash (a POST must never be redirected).
+router = SimpleRouter()
+router.trailing_slash = "/?"
+router.register("jobs", JobViewSet, basename="job")
+
+urlpatterns = [
+    re_path(r"^healthz/?$", HealthView.as_view(), name="healthz"),
+    re_path(r"^readyz/?$", ReadinessView.as_view(), name="readyz"),
+    *router.urls,
+]

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from django.db import connection
+from django.urls import reverse
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import redis_store, selectors, services
+from .serializers import JobSerializer, JobSubmitSerializer, idempotency_key_from
+
+
+class JobCursorPagination(CursorPagination):
+    """Newest first, on the unique creation-ordered primary key: no job is shown twice or skipped."""
+
+    ordering = "-id"
+    page_size = 50
+    max_page_size = 500
+    page_size_query_param = "limit"
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or int(raw) < 1:
+            raise exceptions.ValidationError({"limit": ["A positive integer is required."]})
+        return min(int(raw), self.max_page_size)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from None
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Submit, inspect, retry and cancel jobs."""
+
+    serializer_class = JobSerializer
+    pagination_class = JobCursorPagination
+    filterset_class = selectors.JobFilter
+    lookup_field = "job_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self):
+        return selectors.job_list()
+
+    def get_object(self):
+        return selectors.job_get(job_id=self.kwargs["job_id"])
+
+    def create(self, request):
+        idempotency_key = idempotency_key_from(request)
+        submit = JobSubmitSerializer(data=request.data, context={"now": services.now})
+        submit.is_valid(raise_exception=True)
+        job, created = services.job_submit(
+            **submit.validated_data,
+            submitted_by=getattr(request.user, "actor", str(request.user)),
+            idempotency_key=idempotency_key,
+            fingerprint=services.request_fingerprint(request.data),
+        )
+        location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
+        return Response(
+            JobSerializer(job).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers={"Location": location},
+        )
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request, job_id=None):
+        job = services.job_retry(job=self.get_object(), actor=str(request.user))
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, job_id=None):
+        job = services.job_cancel(job=self.get_object(), actor=str(request.user))
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HealthView(APIView):
+    """Liveness: the process serves requests. Touches neither the database nor Redis."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+class ReadinessView(APIView):
+    """Readiness: the database and Redis both answer."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        checks = {"database": _check(_ping_database), "redis": _check(_ping_redis)}
+        ready = all(check["status"] == "ok" for check in checks.values())
+        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        return Response(body, status=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def _ping_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _ping_redis() -> None:
+    redis_store.connection().ping()
+
+
+def _check(probe) -> dict[str, str]:
+    try:
+        probe()
+    except Exception as error:  # noqa: BLE001 - any failure means not ready; the reason is reported
+        return {"status": "error", "error": f"{error.__class__.__name__}: {error}"[:300]}
+    return {"status": "ok"}

@@ -1,0 +1,228 @@
+"""Settings for sentinelflow, read from the environment (see .env.example).
+
+Every variable is documented in README.md's configuration table. A bad value
+raises ImproperlyConfigured naming the variable; manage.py and the WSGI entry
+point print it as one line and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_number(name: str, default: float, *, minimum: float = 0, integer: bool = True) -> float:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = int(value) if integer else float(value)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ImproperlyConfigured(f"{name} must be {kind}, got {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value!r}")
+    return number
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in (env_str(name, default) or "").split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+TESTING = env_bool("TESTING", False)
+
+SECRET_KEY = env_str("SECRET_KEY")
+if SECRET_KEY is None:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG=0")
+    # A per-run key is fine for development: sessions simply end at restart.
+    SECRET_KEY = secrets.token_urlsafe(50)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
+if TESTING:
+    ALLOWED_HOSTS.append("testserver")
+
+# The bootstrap API key; more keys come from the database.
+SENTINELFLOW_API_KEY = env_str("API_KEY", "dev-key" if DEBUG or TESTING else None)
+# Reads are open by default; READS_REQUIRE_KEY=1 makes GET endpoints need a key too.
+SENTINELFLOW_READS_REQUIRE_KEY = env_bool("READS_REQUIRE_KEY", False)
+
+REDIS_URL = env_str("REDIS_URL", "redis://localhost:6379/0")
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
+
+try:
+    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
+except ValueError as error:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {error}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while a worker writes; the timeout rides out short write locks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = int(env_number("DB_CONN_MAX_AGE", 60))
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+MAX_BODY_BYTES = int(env_number("MAX_BODY_BYTES", 1_048_576, minimum=1))
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+
+SENTINEL_INTERVAL = env_number("SENTINEL_INTERVAL", 5, minimum=0.1, integer=False)
+
+# Queues are priorities; workers drain them in this order.
+SENTINELFLOW_QUEUES = env_list("QUEUES", "high,default,low")
+if "default" not in SENTINELFLOW_QUEUES:
+    raise ImproperlyConfigured("QUEUES must include 'default'")
+SENTINELFLOW_DEFAULT_MAX_RETRIES = int(env_number("DEFAULT_MAX_RETRIES", 3))
+SENTINELFLOW_DEFAULT_TIMEOUT = int(env_number("DEFAULT_JOB_TIMEOUT", 300, minimum=1))
+SENTINELFLOW_MAX_TIMEOUT = int(env_number("MAX_JOB_TIMEOUT", 86_400, minimum=1))
+# Automatic retries wait min(RETRY_BACKOFF_MAX, RETRY_BACKOFF_BASE * 2**(n-1)) seconds, jittered.
+SENTINELFLOW_RETRY_BACKOFF_BASE = env_number("RETRY_BACKOFF_BASE", 2, integer=False)
+SENTINELFLOW_RETRY_BACKOFF_MAX = env_number("RETRY_BACKOFF_MAX", 600, integer=False)
+# Webhooks to loopback, private and link-local addresses are refused unless allowed here.
+SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+SENTINELFLOW_WEBHOOK_TIMEOUT = env_number("WEBHOOK_TIMEOUT", 10, minimum=0.1, integer=False)
+# How long RQ keeps a finished job in Redis; the database keeps the record for good.
+SENTINELFLOW_RQ_RESULT_TTL = int(env_number("RQ_RESULT_TTL", 600))
+
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+if TESTING:
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "sentinelflow@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env_number("EMAIL_PORT", 25))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "django_filters",
+    "django_rq",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "jobs.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "sentinelflow_site.urls"
+WSGI_APPLICATION = "sentinelflow_site.wsgi.application"
+# Both /jobs and /jobs/ are routed explicitly; a redirect would turn a POST into a GET.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis: one URL for the queues, the cache (throttling, idempotency, locks) and the counters.
+# With TESTING=1 the same wiring runs on an in-process fakeredis server.
+_redis_options: dict = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+if TESTING:
+    import fakeredis  # test-only dependency: requirements-dev.txt
+
+    _redis_options = {"connection_class": fakeredis.FakeConnection}
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "sentinelflow",
+        "OPTIONS": {"CONNECTION_POOL_KWARGS": _redis_options},
+    }
+}
+RQ_QUEUES = {name: {"USE_REDIS_CACHE": "default"} for name in SENTINELFLOW_QUEUES}
+RQ = {"COMMIT_MODE": "auto"}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "jobs.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ApiKeyForWrites"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
+}
+
+TEST_RUNNER = "sentinelflow_site.test_runner.PytestTestRunner"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
