@@ -13,6 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -185,11 +187,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: one URL for the queues, the cache (throttling, idempotency, locks) and the counters.
 # With TESTING=1 the same wiring runs on an in-process fakeredis server.
-_redis_options: dict = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+# One quick retry, not redis-py's default of several with backoff: with Redis down a request must
+# answer fast (jobs are then kept as pending), and the readiness probe must not hang.
+_redis_options: dict = {
+    "socket_connect_timeout": 1,
+    "socket_timeout": 10,
+    "health_check_interval": 30,
+    "retry": Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
+}
 if TESTING:
     import fakeredis  # test-only dependency: requirements-dev.txt
 
-    _redis_options = {"connection_class": fakeredis.FakeConnection}
+    _redis_options = {"connection_class": fakeredis.FakeRedisConnection}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -1,0 +1,91 @@
+"""Shared fixtures. The unit suite runs with TESTING=1: Redis is an in-process fakeredis server."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+API_KEY = "dev-key"
+
+
+def pytest_configure(config):
+    # The in-process tests need fakeredis; integration tests start their own real services either way.
+    if not settings.TESTING:
+        raise pytest.UsageError("Run the test suite with TESTING=1 (see README: Tests).")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis(request):
+    """Each unit test starts with an empty fake Redis."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+    from jobs import redis_store
+
+    fake_redis = redis_store.connection()
+    fake_redis.flushall()
+    yield
+    fake_redis.flushall()
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    """A client that sends the bootstrap API key."""
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=API_KEY)
+    return client
+
+
+@pytest.fixture
+def no_backoff(settings):
+    """Automatic retries re-enqueue at once, so one burst worker runs every attempt."""
+    settings.SENTINELFLOW_RETRY_BACKOFF_BASE = 0
+
+
+@pytest.fixture
+def run_worker():
+    """Run a burst SimpleWorker in this process over every queue until they are empty."""
+    from rq import SimpleWorker
+
+    from jobs import redis_store
+
+    def run() -> None:
+        SimpleWorker(redis_store.queues(), connection=redis_store.connection()).work(
+            burst=True, logging_level="WARNING"
+        )
+
+    return run
+
+
+@pytest.fixture
+def submit(api):
+    """POST /jobs and return the JSON body, asserting the 201."""
+
+    def post(body: dict, **headers) -> dict:
+        response = api.post("/jobs", body, format="json", **headers)
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    return post
+
+
+@pytest.fixture
+def metric(anon):
+    """metric(name, **labels) -> the current sample value from GET /metrics (0 when absent)."""
+
+    def read(name: str, **labels: str) -> float:
+        text = anon.get("/metrics").content.decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
+    return read

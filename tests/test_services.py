@@ -1,0 +1,134 @@
+"""jobs.services: the lifecycle's legal and illegal transitions, retries and backoff."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from jobs import services
+from jobs.exceptions import InvalidTransition
+from jobs.models import Job, JobStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+S = JobStatus
+LEGAL = {
+    (S.PENDING, S.QUEUED),
+    (S.PENDING, S.SCHEDULED),
+    (S.PENDING, S.STARTED),
+    (S.PENDING, S.CANCELLED),
+    (S.SCHEDULED, S.QUEUED),
+    (S.SCHEDULED, S.STARTED),
+    (S.SCHEDULED, S.PENDING),
+    (S.SCHEDULED, S.CANCELLED),
+    (S.QUEUED, S.STARTED),
+    (S.QUEUED, S.PENDING),
+    (S.QUEUED, S.CANCELLED),
+    (S.STARTED, S.SUCCEEDED),
+    (S.STARTED, S.FAILED),
+    (S.STARTED, S.RETRYING),
+    (S.STARTED, S.QUEUED),
+    (S.STARTED, S.CANCELLED),
+    (S.RETRYING, S.QUEUED),
+    (S.RETRYING, S.STARTED),
+    (S.RETRYING, S.PENDING),
+    (S.RETRYING, S.CANCELLED),
+    (S.FAILED, S.QUEUED),
+    (S.CANCELLED, S.QUEUED),
+}
+
+
+def make_job(status: str = S.QUEUED, **fields) -> Job:
+    return Job.objects.create(type="echo", timeout=60, status=status, **fields)
+
+
+@pytest.mark.parametrize(("source", "target"), list(itertools.product(S.values, S.values)))
+def test_transition_table(source, target):
+    job = make_job(source)
+
+    if (source, target) in LEGAL:
+        assert services._transition(job, target).status == target
+    else:
+        with pytest.raises(InvalidTransition):
+            services._transition(job, target)
+        assert Job.objects.get(pk=job.pk).status == source
+
+
+def test_terminal_statuses_are_the_design_ones():
+    assert {s for s in S.values if make_job(s).is_terminal} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+
+
+def test_start_counts_an_attempt_and_refuses_jobs_not_runnable():
+    job = make_job(S.QUEUED)
+
+    assert services.job_start(job_id=str(job.job_id)).attempts == 1
+    assert services.job_start(job_id=str(job.job_id)) is None  # already started: a duplicate delivery
+    assert services.job_start(job_id=str(make_job(S.CANCELLED).job_id)) is None
+    assert Job.objects.get(pk=job.pk).attempts == 1
+
+
+def test_success_after_cancel_keeps_the_job_cancelled():
+    job = services.job_start(job_id=str(make_job().job_id))
+    services.job_cancel(job=job, actor="test")
+
+    assert services.job_succeed(job=job, result={"late": True}) is None
+    assert Job.objects.get(pk=job.pk).status == S.CANCELLED
+
+
+def test_failed_attempts_retry_until_budget_is_spent(no_backoff):
+    job = make_job(max_retries=2)
+    outcomes = []
+    for _ in range(3):
+        job = services.job_start(job_id=str(job.job_id))
+        outcomes.append(services.job_fail_attempt(job=job, error=RuntimeError("boom")))
+        job.refresh_from_db()
+
+    assert outcomes == [0, 0, None]
+    assert (job.status, job.attempts) == (S.FAILED, 3)
+    assert "RuntimeError: boom" in job.error
+
+
+def test_permanent_error_fails_without_retry():
+    job = services.job_start(job_id=str(make_job(max_retries=5).job_id))
+
+    assert services.job_fail_attempt(job=job, error=services.PermanentJobError("no")) is None
+    assert Job.objects.get(pk=job.pk).status == S.FAILED
+
+
+def test_retrying_job_gets_run_at_of_its_backoff(settings):
+    settings.SENTINELFLOW_RETRY_BACKOFF_BASE = 10
+    job = services.job_start(job_id=str(make_job(max_retries=1).job_id))
+
+    delay = services.job_fail_attempt(job=job, error=RuntimeError("x"))
+
+    job.refresh_from_db()
+    assert job.status == S.RETRYING
+    assert 5 <= delay <= 10
+    assert abs((job.run_at - job.finished_at).total_seconds() - delay) < 0.01
+
+
+def test_backoff_is_exponential_jittered_and_capped(settings):
+    settings.SENTINELFLOW_RETRY_BACKOFF_BASE = 2
+    settings.SENTINELFLOW_RETRY_BACKOFF_MAX = 60
+    samples = {n: [services.retry_backoff(n) for _ in range(200)] for n in (1, 2, 3, 4, 10)}
+
+    ceilings = {1: 2, 2: 4, 3: 8, 4: 16, 10: 60}  # base * 2**(n-1), capped at 60
+
+    for n, ceiling in ceilings.items():
+        assert ceiling // 2 <= min(samples[n]) and max(samples[n]) <= ceiling, (n, min(samples[n]), max(samples[n]))
+    assert len(set(samples[10])) > 5  # jitter spreads retries out
+
+
+def test_manual_retry_keeps_attempts_and_grants_a_fresh_budget(no_backoff):
+    job = make_job(max_retries=0)
+    job = services.job_start(job_id=str(job.job_id))
+    services.job_fail_attempt(job=job, error=RuntimeError("x"))
+    job.refresh_from_db()
+    assert job.status == S.FAILED
+
+    job = services.job_retry(job=job, actor="test")
+    assert (job.status, job.attempts, job.budget_start) == (S.QUEUED, 1, 1)
+    job = services.job_start(job_id=str(job.job_id))
+    assert services.job_fail_attempt(job=job, error=RuntimeError("x")) is None
+    assert Job.objects.get(pk=job.pk).attempts == 2
