@@ -7,6 +7,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinelflow_site.settings")
+    if sys.argv[1:2] == ["runstack"]:
+        # The development stack runs on embedded defaults: DEBUG=1 (dev API key, per-run SECRET_KEY).
+        os.environ.setdefault("DEBUG", "1")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 

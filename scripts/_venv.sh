@@ -1,0 +1,19 @@
+# Sourced by the scripts: create the virtualenv and install a requirements file into it,
+# skipping the install when that file has not changed since the last one.
+# Usage: . scripts/_venv.sh requirements.txt
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+requirements="$ROOT/$1"
+if [ ! -x "$VENV/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(basename "$requirements")"
+digest="$(cat "$ROOT/requirements.txt" "$requirements" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r "$requirements"
+  echo "$digest" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
+cd "$ROOT"
