@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from redis.exceptions import RedisError
 
@@ -40,6 +42,7 @@ HISTOGRAMS: dict[str, str] = {
 }
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 RETRY_REASONS = ("auto", "manual", "recovered")
+WORKERS_KEY = "rq:workers"
 
 
 def _field(labels: tuple[str, ...]) -> str:
@@ -86,6 +89,30 @@ def record() -> Iterator[MetricsBatch]:
         logger.warning("metrics not recorded, Redis unavailable: %s", error)
 
 
+def live_worker_count() -> int:
+    """Workers registered with RQ whose key has not expired: a SIGKILLed worker stops counting
+    when its heartbeat TTL runs out, even before RQ cleans its registry."""
+    connection = redis_store.connection()
+    names = connection.smembers(WORKERS_KEY)
+    if not names:
+        return 0
+    pipe = connection.pipeline(transaction=False)
+    for name in names:
+        pipe.exists(name)
+    return sum(pipe.execute())
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics exports: this process's metrics, or, under a multi-process server
+    (PROMETHEUS_MULTIPROC_DIR set), the sum over its processes; the job metrics either way."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY  # JobMetricsCollector is registered on it at start (JobsConfig.ready)
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    combined.register(JobMetricsCollector())
+    return combined
+
+
 def _known_types() -> list[str]:
     from .handlers import job_type_names
 
@@ -110,11 +137,10 @@ class JobMetricsCollector:
                 pipe.hgetall(KEY_PREFIX + name)
             for queue in queues:
                 pipe.llen(f"rq:queue:{queue}")
-            pipe.scard("rq:workers")
             answers = pipe.execute()
             stored = answers[: len(names)]
-            depths = answers[len(names) : len(names) + len(queues)]
-            workers = answers[-1]
+            depths = answers[len(names) :]
+            workers = live_worker_count()
         except RedisError as error:
             logger.warning("job metrics unavailable, Redis down: %s", error)
 

@@ -11,6 +11,8 @@ import django_rq
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 
 
@@ -25,3 +27,22 @@ def queue(name: str) -> Queue:
 def queues() -> list[Queue]:
     """All queues in priority order, as workers drain them."""
     return [queue(name) for name in settings.SENTINELFLOW_QUEUES]
+
+
+_probe_client: Redis | None = None
+PROBE_TIMEOUT = 0.5
+
+
+def probe_connection() -> Redis:
+    """A client with short timeouts and no retries, for health checks that must answer fast."""
+    global _probe_client
+    if settings.TESTING:
+        return connection()
+    if _probe_client is None:
+        _probe_client = Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=PROBE_TIMEOUT,
+            socket_connect_timeout=PROBE_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+    return _probe_client

@@ -1,7 +1,7 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from .views import HealthView, JobViewSet, ReadinessView
+from .views import HealthView, JobViewSet, ReadinessView, metrics_view
 
 # "/?" : every path answers with and without a trailing slash (a POST must never be redirected).
 router = SimpleRouter()
@@ -11,5 +11,6 @@ router.register("jobs", JobViewSet, basename="job")
 urlpatterns = [
     re_path(r"^healthz/?$", HealthView.as_view(), name="healthz"),
     re_path(r"^readyz/?$", ReadinessView.as_view(), name="readyz"),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
     *router.urls,
 ]

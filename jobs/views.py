@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
 from django.db import connection
+from django.http import HttpResponse
 from django.urls import reverse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -9,7 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import redis_store, selectors, services
+from . import metrics, redis_store, selectors, services
 from .serializers import JobSerializer, JobSubmitSerializer, idempotency_key_from
 
 
@@ -90,30 +96,59 @@ class HealthView(APIView):
 
 
 class ReadinessView(APIView):
-    """Readiness: the database and Redis both answer."""
+    """Readiness: the database and Redis both answer, each within READINESS_TIMEOUT seconds.
+
+    The checks run in threads so that a hung dependency cannot hang the probe; the number of
+    live workers is reported but zero workers does not make the service unready.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     def get(self, request):
-        checks = {"database": _check(_ping_database), "redis": _check(_ping_redis)}
+        checks, workers = readiness()
         ready = all(check["status"] == "ok" for check in checks.values())
-        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        body = {"status": "ok" if ready else "unavailable", "checks": checks, "workers": workers}
         return Response(body, status=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
+def metrics_view(request):
+    """GET /metrics in Prometheus text format (django-prometheus' metrics and the job metrics)."""
+    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+READINESS_TIMEOUT = 1.0
+_probe_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+
+
 def _ping_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-
-
-def _ping_redis() -> None:
-    redis_store.connection().ping()
-
-
-def _check(probe) -> dict[str, str]:
     try:
-        probe()
-    except Exception as error:  # noqa: BLE001 - any failure means not ready; the reason is reported
-        return {"status": "error", "error": f"{error.__class__.__name__}: {error}"[:300]}
-    return {"status": "ok"}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()  # this thread's own connection: do not leave it open
+
+
+def _ping_redis() -> int:
+    client = redis_store.probe_connection()
+    client.ping()
+    return metrics.live_worker_count()
+
+
+def readiness() -> tuple[dict[str, dict[str, str]], int | None]:
+    futures = {"database": _probe_pool.submit(_ping_database), "redis": _probe_pool.submit(_ping_redis)}
+    deadline = time.monotonic() + READINESS_TIMEOUT
+    checks: dict[str, dict[str, str]] = {}
+    workers = None
+    for name, future in futures.items():
+        try:
+            value = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            checks[name] = {"status": "error", "error": f"no answer within {READINESS_TIMEOUT:g} s"}
+        except Exception as error:  # noqa: BLE001 - any failure means not ready; the reason is reported
+            checks[name] = {"status": "error", "error": f"{error.__class__.__name__}: {error}"[:300]}
+        else:
+            checks[name] = {"status": "ok"}
+            if name == "redis":
+                workers = value
+    return checks, workers
