@@ -158,7 +158,9 @@ def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: 
         )
         with queue.connection.pipeline() as pipe:
             if job.status == S.SCHEDULED and job.run_at is not None:
-                queue.schedule_job(rq_job, job.run_at, pipeline=pipe)
+                # RQ's scheduler keeps whole seconds and releases what is due within the current second:
+                # round up so that a job never starts before its run_at.
+                queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
             else:
                 queue.enqueue_job(rq_job, pipeline=pipe)
             batch = metrics.MetricsBatch()
@@ -174,6 +176,10 @@ def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: 
         with metrics.record() as batch:  # Redis may be back already; if not this is dropped and logged
             for name, labels in counts:
                 batch.inc(name, *labels)
+
+
+def _ceil_to_second(moment: datetime) -> datetime:
+    return moment if moment.microsecond == 0 else moment.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def _delete_rq_job(rq_job_id: str) -> None:
@@ -242,7 +248,9 @@ def job_fail_attempt(*, job: Job, error: BaseException) -> int | None:
                 sources=[S.STARTED],
                 error=text,
                 finished_at=finished_at,
-                run_at=finished_at + timedelta(seconds=delay),
+                # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
+                # the whole second below is the earliest it can run, so started_at >= run_at holds.
+                run_at=(finished_at + timedelta(seconds=delay)).replace(microsecond=0),
             )
         else:
             job = _transition(job, S.FAILED, sources=[S.STARTED], error=text, finished_at=finished_at)

@@ -40,8 +40,9 @@ def test_bad_configuration_fails_at_start_with_one_line_naming_the_variable(env,
     assert variable in lines[0]
 
 
-def test_manage_py_test_runs_the_pytest_suite():
-    result = manage("test", "tests/test_health.py", "-v", "0", TESTING="1")
+def test_manage_py_test_runs_the_pytest_suite(tmp_path):
+    # Its own SQLite database: on PostgreSQL the inner run would otherwise drop this run's test database.
+    result = manage("test", "tests/test_health.py", "-v", "0", TESTING="1", DATABASE_URL=f"sqlite:///{tmp_path}/t.db")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
