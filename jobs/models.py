@@ -78,3 +78,65 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class JobEvent(models.Model):
+    """One transition of a job, for the admin's timeline: when, from, to, and who made it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16)
+    actor = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["job", "at"], name="jobevent_job_at")]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status} by {self.actor}"
+
+
+class ApiScope(models.TextChoices):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+# What each scope grants: write implies read; admin implies both.
+SCOPE_GRANTS = {
+    ApiScope.READ: frozenset({"read"}),
+    ApiScope.WRITE: frozenset({"read", "write"}),
+    ApiScope.ADMIN: frozenset({"read", "write", "admin"}),
+}
+
+
+class ApiKey(models.Model):
+    """An API key. Only a hash of the secret is stored; the full key is shown once, at creation.
+
+    Keys look like `sf_<prefix>_<secret>`: the prefix is stored in clear to find the row and to
+    tell keys apart in the admin; the secret is compared by hash in constant time.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scope = models.CharField(max_length=8, choices=ApiScope.choices, default=ApiScope.WRITE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (sf_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return SCOPE_GRANTS[self.scope]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import traceback
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from rq.job import Job as RQJob
 
 from . import metrics, redis_store
 from .exceptions import IdempotencyKeyReused, InvalidTransition, PermanentJobError
-from .models import Job, JobStatus
+from .models import ApiKey, ApiScope, Job, JobEvent, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,17 @@ def _sources(target: str) -> list[str]:
     return [source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets]
 
 
-def _transition(job: Job, target: str, *, sources: list[str] | None = None, **changes: Any) -> Job:
-    """Move `job` to `target` if its stored status allows it; raise InvalidTransition otherwise."""
+def _transition(job: Job, target: str, *, actor: str = "", sources: list[str] | None = None, **changes: Any) -> Job:
+    """Move `job` to `target` if its stored status allows it, and record the event; else InvalidTransition."""
     allowed = sources if sources is not None else _sources(target)
-    changes = {"status": target, "updated_at": now(), **changes}
-    updated = Job.objects.filter(pk=job.pk, status__in=allowed).update(**changes)
-    if not updated:
-        current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-        raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
+    stamp = now()
+    previous = job.status
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status__in=allowed).update(status=target, updated_at=stamp, **changes)
+        if not updated:
+            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
+        JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=previous, to_status=target, actor=actor)
     job.refresh_from_db()
     return job
 
@@ -117,6 +121,7 @@ def job_submit(
     try:
         with transaction.atomic():
             job.save()
+            JobEvent.objects.create(job=job, at=submitted_at, to_status=job.status, actor=submitted_by)
             # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
             transaction.on_commit(lambda: _push(job, counts=[("jobs_submitted_total", (job.type,))]))
     except IntegrityError:
@@ -171,8 +176,10 @@ def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: 
             pipe.execute()
     except RedisError as error:
         logger.warning("job %s kept as pending, Redis unavailable: %s", job.job_id, error)
-        Job.objects.filter(pk=job.pk, status__in=[S.QUEUED, S.SCHEDULED]).update(status=S.PENDING, updated_at=now())
-        job.status = S.PENDING
+        try:
+            _transition(job, S.PENDING, sources=[S.QUEUED, S.SCHEDULED], actor="redis unavailable")
+        except InvalidTransition:
+            pass  # a worker or a cancel got to it first
         with metrics.record() as batch:  # Redis may be back already; if not this is dropped and logged
             for name, labels in counts:
                 batch.inc(name, *labels)
@@ -189,24 +196,36 @@ def _delete_rq_job(rq_job_id: str) -> None:
         pass
 
 
-def job_enqueue(*, job: Job) -> Job:
+def job_enqueue(*, job: Job, actor: str = "sentinel") -> Job:
     """Enqueue a `pending` job (stored while Redis was down); used by the sentinel."""
     target = S.SCHEDULED if job.run_at and job.run_at > now() else S.QUEUED
-    job = _transition(job, target, sources=[S.PENDING], enqueued_at=None if target == S.SCHEDULED else now())
+    job = _transition(
+        job, target, actor=actor, sources=[S.PENDING], enqueued_at=None if target == S.SCHEDULED else now()
+    )
     _push(job, replace=True)
     return job
 
 
-def job_start(*, job_id: str) -> Job | None:
+def job_start(*, job_id: str, actor: str = "worker") -> Job | None:
     """Mark a run as started (attempt + 1). None when the job must not run: cancelled, finished or unknown."""
-    started_at = now()
-    updated = Job.objects.filter(job_id=job_id, status__in=RUNNABLE_STATUSES).update(
-        status=S.STARTED, attempts=F("attempts") + 1, started_at=started_at, finished_at=None, updated_at=started_at
-    )
-    if not updated:
+    job = Job.objects.filter(job_id=job_id).first()
+    if job is None:
+        logger.warning("job %s not started: no such job in the database", job_id)
+        return None
+    try:
+        job = _transition(
+            job,
+            S.STARTED,
+            actor=actor,
+            sources=list(RUNNABLE_STATUSES),
+            attempts=F("attempts") + 1,
+            started_at=now(),
+            finished_at=None,
+        )
+    except InvalidTransition:
         logger.info("job %s not started: it is no longer runnable", job_id)
         return None
-    job = Job.objects.get(job_id=job_id)
+    started_at = job.started_at
     with metrics.record() as batch:
         batch.inc("jobs_started_total", job.type)
         # A scheduled or retried job waits from when it became due, not from when it was stored.
@@ -216,11 +235,13 @@ def job_start(*, job_id: str) -> Job | None:
     return job
 
 
-def job_succeed(*, job: Job, result: Any) -> Job | None:
+def job_succeed(*, job: Job, result: Any, actor: str = "worker") -> Job | None:
     """Record the result of a finished run. None when the job was cancelled meanwhile."""
     finished_at = now()
     try:
-        job = _transition(job, S.SUCCEEDED, sources=[S.STARTED], result=_jsonable(result), finished_at=finished_at)
+        job = _transition(
+            job, S.SUCCEEDED, actor=actor, sources=[S.STARTED], result=_jsonable(result), finished_at=finished_at
+        )
     except InvalidTransition:
         return None
     with metrics.record() as batch:
@@ -229,7 +250,7 @@ def job_succeed(*, job: Job, result: Any) -> Job | None:
     return job
 
 
-def job_fail_attempt(*, job: Job, error: BaseException) -> int | None:
+def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -> int | None:
     """Record a failed run. Returns the backoff in seconds when the job will be retried, None when it failed.
 
     A PermanentJobError is never retried; otherwise a job runs at most 1 + max_retries times
@@ -245,6 +266,7 @@ def job_fail_attempt(*, job: Job, error: BaseException) -> int | None:
             job = _transition(
                 job,
                 S.RETRYING,
+                actor=actor,
                 sources=[S.STARTED],
                 error=text,
                 finished_at=finished_at,
@@ -253,7 +275,7 @@ def job_fail_attempt(*, job: Job, error: BaseException) -> int | None:
                 run_at=(finished_at + timedelta(seconds=delay)).replace(microsecond=0),
             )
         else:
-            job = _transition(job, S.FAILED, sources=[S.STARTED], error=text, finished_at=finished_at)
+            job = _transition(job, S.FAILED, actor=actor, sources=[S.STARTED], error=text, finished_at=finished_at)
     except InvalidTransition:
         return None  # cancelled while it ran
     with metrics.record() as batch:
@@ -284,6 +306,7 @@ def job_retry(*, job: Job, actor: str) -> Job:
     job = _transition(
         job,
         S.QUEUED,
+        actor=actor,
         sources=[S.FAILED, S.CANCELLED],
         budget_start=job.attempts,
         run_at=None,
@@ -298,7 +321,7 @@ def job_retry(*, job: Job, actor: str) -> Job:
 def job_cancel(*, job: Job, actor: str) -> Job:
     """Cancel a job that has not finished: take it off its queue, or stop it on its worker."""
     was = job.status
-    job = _transition(job, S.CANCELLED, finished_at=now())
+    job = _transition(job, S.CANCELLED, actor=actor, finished_at=now())
     logger.info("job %s cancelled by %s (was %s)", job.job_id, actor, was)
     with metrics.record() as batch:
         batch.inc("jobs_cancelled_total", job.type)
@@ -332,3 +355,38 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
     except (TypeError, ValueError):
         return repr(value)
+
+
+# --------------------------------------------------------------------------- API keys
+
+API_KEY_PREFIX_BYTES = 6
+API_KEY_SECRET_BYTES = 32
+# last_used_at is a hint for operators, not an audit log: write it at most once a minute per key.
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def hash_api_key_secret(secret: str) -> str:
+    # The secret is 256 random bits: a fast hash is enough (no dictionary to guess from), and it keeps
+    # authentication cheap on every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key_create(*, name: str, scope: str = ApiScope.WRITE) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the full key text, which is not stored and cannot be shown again."""
+    prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
+    secret = secrets.token_urlsafe(API_KEY_SECRET_BYTES)
+    key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=hash_api_key_secret(secret), scope=scope)
+    return key, f"sf_{prefix}_{secret}"
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a key; it is refused from the next request on."""
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
+    key.refresh_from_db()
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    stamp = now()
+    if key.last_used_at is None or stamp - key.last_used_at > API_KEY_TOUCH_INTERVAL:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=stamp)

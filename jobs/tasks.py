@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rq import Retry
+from rq import Retry, get_current_job
 
 from . import services
 from .handlers import JobContext, get_job_type
@@ -21,7 +21,9 @@ def run_job(job_id: str) -> Any:
     is to be retried, an rq.Retry is returned so that RQ reschedules this same
     RQ job after the backoff (run by a worker started with --with-scheduler).
     """
-    job = services.job_start(job_id=job_id)
+    current = get_current_job()
+    actor = f"worker:{current.worker_name}" if current is not None and current.worker_name else "worker"
+    job = services.job_start(job_id=job_id, actor=actor)
     if job is None:
         return None
     job_type = get_job_type(job.type)
@@ -32,12 +34,12 @@ def run_job(job_id: str) -> Any:
         result = job_type.run(job.payload, context)
     except Exception as error:  # noqa: BLE001 - any handler failure is a failed attempt, including RQ's timeout
         logger.info("job %s attempt %s failed: %r", job_id, job.attempts, error)
-        delay = services.job_fail_attempt(job=job, error=error)
+        delay = services.job_fail_attempt(job=job, error=error, actor=actor)
         if delay is None:
             return None
         # RQ counts its own retries of this RQ job; the database decides, so RQ's cap only needs to stay above.
         return Retry(max=job.attempts + 1, interval=delay)
-    services.job_succeed(job=job, result=result)
+    services.job_succeed(job=job, result=result, actor=actor)
     return None
 
 
