@@ -8,6 +8,7 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         from prometheus_client import REGISTRY
 
+        from . import schema  # noqa: F401 - registers the OpenAPI security scheme of X-API-Key
         from .handlers import load_handlers
         from .metrics import JobMetricsCollector
 

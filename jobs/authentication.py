@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from rest_framework import authentication, exceptions
 
+from . import services
+from .models import SCOPE_GRANTS, ApiKey, ApiScope
+
 API_KEY_HEADER = "X-API-Key"
-ALL_SCOPES = frozenset({"read", "write", "admin"})
+BOOTSTRAP_KEY_NAME = "bootstrap"
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class ApiPrincipal:
     """Who a valid API key speaks for; set as request.user, the key's scopes drive permissions."""
 
     name: str
-    scopes: frozenset[str] = field(default=ALL_SCOPES)
+    scopes: frozenset[str] = field(default=SCOPE_GRANTS[ApiScope.ADMIN])
     is_authenticated: bool = True
     is_staff: bool = False
     is_active: bool = True
@@ -31,7 +34,12 @@ class ApiPrincipal:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """Authenticates `X-API-Key: <key>`; a key that is present but unknown is a 401 at once."""
+    """Authenticates `X-API-Key: <key>`; a key that is present but unknown or revoked is a 401 at once.
+
+    Accepts the bootstrap key from the API_KEY setting and the keys stored in the database
+    (`sf_<prefix>_<secret>`), each compared in constant time. Revocation needs no cache flush:
+    every request reads the key's row.
+    """
 
     def authenticate(self, request):
         presented = request.META.get("HTTP_X_API_KEY")
@@ -47,8 +55,15 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         bootstrap = settings.SENTINELFLOW_API_KEY
         # Constant-time comparison: the time taken must not reveal how much of the key matched.
         if bootstrap and hmac.compare_digest(presented.encode(), bootstrap.encode()):
-            return ApiPrincipal(name="bootstrap")
-        return None
+            return ApiPrincipal(name=BOOTSTRAP_KEY_NAME)
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != "sf":
+            return None
+        key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
+        if key is None or not hmac.compare_digest(key.secret_hash, services.hash_api_key_secret(parts[2])):
+            return None
+        services.api_key_touch(key=key)
+        return ApiPrincipal(name=key.name, scopes=key.scopes)
 
     def authenticate_header(self, request) -> str:
         # Present on 401s; also what makes DRF answer 401 rather than 403 for a missing key.

@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import permissions
 
 from .authentication import ApiPrincipal
+from .models import SCOPE_GRANTS, ApiScope
 
 
 def scopes_of(request) -> frozenset[str]:
@@ -12,14 +13,15 @@ def scopes_of(request) -> frozenset[str]:
     if isinstance(user, ApiPrincipal):
         return user.scopes
     if getattr(user, "is_staff", False) and user.is_active:
-        return frozenset({"read", "write", "admin"})
+        return SCOPE_GRANTS[ApiScope.ADMIN]
     return frozenset()
 
 
 class ApiKeyForWrites(permissions.BasePermission):
-    """Writes need a key with the `write` scope (or a staff session); reads are open unless READS_REQUIRE_KEY."""
+    """Writes need the `write` scope (a write or admin key, or a staff session); reads are open
+    unless READS_REQUIRE_KEY=1, then they need the `read` scope."""
 
-    message = "This API key may not do that."
+    message = "This API key's scope does not allow this request."
 
     def has_permission(self, request, view) -> bool:
         if request.method in permissions.SAFE_METHODS:

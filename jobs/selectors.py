@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 import django_filters
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Worker
 
+from . import redis_store
 from .exceptions import JobNotFound
 from .handlers import job_type_names
 from .models import Job, JobStatus
@@ -35,3 +43,102 @@ class JobFilter(django_filters.FilterSet):
     class Meta:
         model = Job
         fields = ["status", "type", "queue", "created_after", "created_before"]
+
+
+DASHBOARD_WINDOW_MINUTES = 60
+DASHBOARD_DURATION_SAMPLE = 10_000
+RECENT_FAILURES = 10
+
+
+def dashboard_figures() -> dict:
+    """What the operator dashboard shows: queues, workers, the last hour's throughput, p95s, failures."""
+    since = timezone.now() - timedelta(minutes=DASHBOARD_WINDOW_MINUTES)
+    per_minute = _finished_per_minute(since)
+    peak = max([max(point["succeeded"], point["failed"]) for point in per_minute] + [1])
+    for point in per_minute:  # bar geometry for the dashboard's 120-unit-high SVG chart
+        point["ok_h"] = round(110 * point["succeeded"] / peak, 1)
+        point["bad_h"] = round(110 * point["failed"] / peak, 1)
+        point["ok_y"], point["bad_y"] = 115 - point["ok_h"], 115 - point["bad_h"]
+    return {
+        "queues": _queue_depths(),
+        "workers": _workers(),
+        "per_minute": per_minute,
+        "peak_per_minute": peak if any(p["succeeded"] or p["failed"] for p in per_minute) else 0,
+        "finished_last_hour": sum(p["succeeded"] + p["failed"] for p in per_minute),
+        "failed_last_hour": sum(p["failed"] for p in per_minute),
+        "p95_by_type": _p95_run_time_by_type(since),
+        "recent_failures": list(
+            Job.objects.filter(status=JobStatus.FAILED).order_by("-finished_at", "-id")[:RECENT_FAILURES]
+        ),
+        "generated_at": timezone.now(),
+    }
+
+
+def _queue_depths() -> list[dict]:
+    try:
+        return [{"name": queue.name, "depth": queue.count} for queue in redis_store.queues()]
+    except RedisError:
+        return [{"name": name, "depth": None} for name in settings.SENTINELFLOW_QUEUES]
+
+
+def _workers() -> list[dict]:
+    try:
+        workers = Worker.all(connection=redis_store.connection())
+    except RedisError:
+        return []
+    return sorted(
+        (
+            {
+                "name": worker.name,
+                "state": worker.get_state(),
+                "current_job_id": worker.get_current_job_id(),
+                "last_heartbeat": worker.last_heartbeat,
+                "queues": ", ".join(worker.queue_names()),
+            }
+            for worker in workers
+        ),
+        key=lambda row: row["name"],
+    )
+
+
+def _finished_per_minute(since) -> list[dict]:
+    """Jobs succeeded and failed in each of the last 60 minutes (minutes with none included, at zero)."""
+    counts = (
+        Job.objects.filter(finished_at__gte=since, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED])
+        .annotate(minute=TruncMinute("finished_at"))
+        .values("minute", "status")
+        .annotate(count=Count("id"))
+    )
+    by_minute: dict = {}
+    for row in counts:
+        by_minute.setdefault(row["minute"], {})[row["status"]] = row["count"]
+    first = since.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    series = []
+    for offset in range(DASHBOARD_WINDOW_MINUTES):
+        minute = first + timedelta(minutes=offset)
+        values = by_minute.get(minute, {})
+        series.append(
+            {
+                "minute": minute,
+                "succeeded": values.get(JobStatus.SUCCEEDED, 0),
+                "failed": values.get(JobStatus.FAILED, 0),
+            }
+        )
+    return series
+
+
+def _p95_run_time_by_type(since) -> list[dict]:
+    rows = (
+        Job.objects.filter(finished_at__gte=since, started_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("type", "started_at", "finished_at")[:DASHBOARD_DURATION_SAMPLE]
+    )
+    durations: dict[str, list[float]] = {}
+    for job_type, started_at, finished_at in rows:
+        durations.setdefault(job_type, []).append((finished_at - started_at).total_seconds())
+    result = []
+    for job_type, values in sorted(durations.items()):
+        values.sort()
+        p95 = values[min(len(values) - 1, math.ceil(0.95 * len(values)) - 1)]
+        result.append({"type": job_type, "p95": p95, "runs": len(values)})
+    return result

@@ -7,8 +7,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
@@ -16,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import metrics, redis_store, selectors, services
+from .schema import FieldErrors, error
 from .serializers import JobSerializer, JobSubmitSerializer, idempotency_key_from
 
 
@@ -42,6 +50,24 @@ class JobCursorPagination(CursorPagination):
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from None
 
 
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Repeat a submit safely: the same key (per API key) returns the same job with 200.",
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List jobs, newest first",
+        parameters=[
+            OpenApiParameter("limit", int, description="Page size (default 50, at most 500)."),
+        ],
+        responses={200: JobSerializer(many=True), 400: FieldErrors, 401: error("Key required (READS_REQUIRE_KEY)")},
+    ),
+    retrieve=extend_schema(summary="Get a job", responses={200: JobSerializer, 404: error("No such job")}),
+)
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Submit, inspect, retry and cancel jobs."""
 
@@ -57,6 +83,23 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_object(self):
         return selectors.job_get(job_id=self.kwargs["job_id"])
 
+    @extend_schema(
+        summary="Submit a job",
+        request=JobSubmitSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: JobSerializer,
+            200: OpenApiResponse(JobSerializer, description="The job first submitted with this Idempotency-Key."),
+            400: FieldErrors,
+            401: error("Missing or unknown API key"),
+            403: error("The key's scope does not allow writes"),
+            413: error("Body over MAX_BODY_BYTES"),
+            415: error("Not JSON"),
+            422: error("Idempotency-Key reused with another body"),
+            429: error("Throttled; see Retry-After"),
+            503: error("Database unavailable; nothing stored"),
+        },
+    )
     def create(self, request):
         idempotency_key = idempotency_key_from(request)
         submit = JobSubmitSerializer(data=request.data, context={"now": services.now})
@@ -74,27 +117,63 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             headers={"Location": location},
         )
 
+    @extend_schema(
+        summary="Retry a failed or cancelled job",
+        request=None,
+        responses={
+            202: JobSerializer,
+            401: error("Missing or unknown API key"),
+            403: error("The key's scope does not allow writes"),
+            404: error("No such job"),
+            409: error("The job is not failed or cancelled"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request, job_id=None):
         job = services.job_retry(job=self.get_object(), actor=str(request.user))
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        summary="Cancel a job that has not finished",
+        request=None,
+        responses={
+            202: JobSerializer,
+            401: error("Missing or unknown API key"),
+            403: error("The key's scope does not allow writes"),
+            404: error("No such job"),
+            409: error("The job has already finished"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, job_id=None):
         job = services.job_cancel(job=self.get_object(), actor=str(request.user))
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+HealthStatus = inline_serializer("HealthStatus", {"status": serializers.CharField()})
+Readiness = inline_serializer(
+    "Readiness",
+    {
+        "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "checks": serializers.DictField(child=serializers.DictField(child=serializers.CharField())),
+        "workers": serializers.IntegerField(allow_null=True),
+    },
+)
+
+
+@extend_schema(summary="Liveness probe", responses={200: HealthStatus}, auth=[])
 class HealthView(APIView):
     """Liveness: the process serves requests. Touches neither the database nor Redis."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # probes must never be throttled
 
     def get(self, request):
         return Response({"status": "ok"})
 
 
+@extend_schema(summary="Readiness probe", responses={200: Readiness, 503: Readiness}, auth=[])
 class ReadinessView(APIView):
     """Readiness: the database and Redis both answer, each within READINESS_TIMEOUT seconds.
 
@@ -104,6 +183,7 @@ class ReadinessView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes: list = []  # probes must never be throttled
 
     def get(self, request):
         checks, workers = readiness()

@@ -8,6 +8,7 @@ point print it as one line and exit.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def env_number(name: str, default: float, *, minimum: float = 0, integer: bool =
     if number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value!r}")
     return number
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as 100/s or 6000/min."""
+    value = env_str(name, default) or default
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must look like 100/s, 600/min or 10000/hour, got {value!r}")
+    return value
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -132,6 +141,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "django_rq",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "jobs",
 ]
 
@@ -234,6 +245,24 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["jobs.throttling.ApiKeyRateThrottle", "jobs.throttling.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
+        "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),
+    },
+    "NUM_PROXIES": int(env_number("NUM_PROXIES", 0)) if env_str("NUM_PROXIES") else None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sentinelflow API",
+    "DESCRIPTION": "Submit, inspect, retry and cancel jobs. Writes need an API key in the X-API-Key header.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 TEST_RUNNER = "sentinelflow_site.test_runner.PytestTestRunner"

@@ -1,0 +1,214 @@
+"""The operator console: jobs, their timelines, API keys, and the dashboard."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from . import selectors, services
+from .exceptions import InvalidTransition
+from .models import ApiKey, Job, JobStatus
+
+STATUS_COLOURS = {
+    JobStatus.PENDING: "#8a6d3b",
+    JobStatus.SCHEDULED: "#6f42c1",
+    JobStatus.QUEUED: "#0d6efd",
+    JobStatus.STARTED: "#0dcaf0",
+    JobStatus.RETRYING: "#fd7e14",
+    JobStatus.SUCCEEDED: "#198754",
+    JobStatus.FAILED: "#dc3545",
+    JobStatus.CANCELLED: "#6c757d",
+}
+
+
+def status_badge(status: str):
+    return format_html(
+        '<span class="sf-badge" style="background:{};color:#fff;padding:2px 8px;border-radius:10px">{}</span>',
+        STATUS_COLOURS.get(status, "#444"),
+        status,
+    )
+
+
+def pretty_json(value) -> str:
+    return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2))
+
+
+def admin_actor(request) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def run_service_on_each(modeladmin, request, queryset, service, verb: str) -> None:
+    """Call `service` on every selected job and report how many it changed and why it refused the others."""
+    done, refused = 0, []
+    for job in queryset:
+        try:
+            service(job=job, actor=admin_actor(request))
+            done += 1
+        except InvalidTransition as error:
+            refused.append(f"{str(job.job_id)[:8]}: {error.detail}")
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
+    if refused:
+        modeladmin.message_user(request, f"Refused {len(refused)}: " + "; ".join(refused), messages.WARNING)
+
+
+@admin.action(description="Retry selected jobs")
+def retry_selected(modeladmin, request, queryset):
+    run_service_on_each(modeladmin, request, queryset, services.job_retry, "Retried")
+
+
+@admin.action(description="Cancel selected jobs")
+def cancel_selected(modeladmin, request, queryset):
+    run_service_on_each(modeladmin, request, queryset, services.job_cancel, "Cancelled")
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["short_id", "type", "status_badge", "queue", "attempts", "created_at", "duration"]
+    list_filter = ["status", "type", "queue", "created_at"]
+    search_fields = ["job_id", "type", "idempotency_key"]
+    actions = [retry_selected, cancel_selected]
+    list_per_page = 50
+    show_full_result_count = False  # no COUNT(*) over the whole table on every page
+    date_hierarchy = None
+    fields = [
+        "job_id",
+        "type",
+        "status_badge",
+        "queue",
+        "attempts",
+        "max_retries",
+        "timeout",
+        "run_at",
+        "idempotency_key",
+        "submitted_by",
+        "created_at",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "payload_pretty",
+        "result_pretty",
+        "error_pretty",
+        "timeline",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # jobs are submitted through the API, where they are validated
+
+    def has_change_permission(self, request, obj=None):
+        return False  # state changes go through the actions, i.e. through jobs.services
+
+    def get_search_results(self, request, queryset, search_term):
+        # A full job id matches exactly (indexed); anything else searches type and idempotency key.
+        term = search_term.strip()
+        if len(term) == 36:
+            try:
+                return queryset.filter(job_id=term), False
+            except (ValidationError, ValueError):
+                pass  # not a UUID after all
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, job: Job) -> str:
+        return str(job.job_id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: Job):
+        return status_badge(job.status)
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        seconds = job.duration_seconds
+        return "—" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="payload")
+    def payload_pretty(self, job: Job):
+        return pretty_json(job.payload)
+
+    @admin.display(description="result")
+    def result_pretty(self, job: Job):
+        return pretty_json(job.result)
+
+    @admin.display(description="error")
+    def error_pretty(self, job: Job):
+        return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", job.error or "—")
+
+    @admin.display(description="timeline")
+    def timeline(self, job: Job):
+        # One query for all the job's events, whatever their number.
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z",
+                    event.from_status or "—",
+                    event.to_status,
+                    event.actor,
+                )
+                for event in job.events.all()
+            ),
+        )
+        return format_html(
+            '<table class="sf-timeline"><thead><tr><th>when (UTC)</th><th>from</th><th>to</th><th>by</th></tr>'
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def get_urls(self):
+        dashboard = self.admin_site.admin_view(self.dashboard_view)
+        return [path("dashboard/", dashboard, name="jobs_dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request):
+        from django.template.response import TemplateResponse
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Job dashboard",
+            "figures": selectors.dashboard_figures(),
+            "jobs_url": reverse("admin:jobs_job_changelist"),
+        }
+        return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "key_prefix", "scope", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke_selected"]
+
+    def get_fields(self, request, obj=None):
+        return ["name", "scope"] if obj is None else ["name", "scope", *self.readonly_fields]
+
+    @admin.display(description="key")
+    def key_prefix(self, key: ApiKey) -> str:
+        return f"sf_{key.prefix}_…"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, full_key = services.api_key_create(name=obj.name, scope=obj.scope)
+        obj.pk = key.pk
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            format_html(
+                "API key created. Copy it now, it will not be shown again: <code id='sf-new-key'>{}</code>", full_key
+            ),
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_selected(self, request, queryset):
+        for key in queryset:
+            services.api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
