@@ -104,6 +104,9 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # state changes go through the actions, i.e. through jobs.services
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # the row is the durable record of the job: nothing in the console loses one
+
     def get_search_results(self, request, queryset, search_term):
         # A full job id matches exactly (indexed); anything else searches type and idempotency key.
         term = search_term.strip()

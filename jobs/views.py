@@ -23,8 +23,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import metrics, redis_store, selectors, services
+from .authentication import ApiPrincipal
 from .schema import FieldErrors, error
 from .serializers import JobSerializer, JobSubmitSerializer, idempotency_key_from
+
+
+def actor_of(request) -> str:
+    """Who makes a change, for the job's timeline: an API key by name, or a logged-in user."""
+    user = request.user
+    return user.actor if isinstance(user, ApiPrincipal) else f"user:{user.get_username()}"
 
 
 class JobCursorPagination(CursorPagination):
@@ -106,7 +113,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         submit.is_valid(raise_exception=True)
         job, created = services.job_submit(
             **submit.validated_data,
-            submitted_by=getattr(request.user, "actor", str(request.user)),
+            submitted_by=actor_of(request),
             idempotency_key=idempotency_key,
             fingerprint=services.request_fingerprint(request.data),
         )
@@ -130,7 +137,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, job_id=None):
-        job = services.job_retry(job=self.get_object(), actor=str(request.user))
+        job = services.job_retry(job=self.get_object(), actor=actor_of(request))
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -146,7 +153,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, job_id=None):
-        job = services.job_cancel(job=self.get_object(), actor=str(request.user))
+        job = services.job_cancel(job=self.get_object(), actor=actor_of(request))
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
