@@ -74,6 +74,12 @@ class Job(models.Model):
         return self.status in TERMINAL_STATUSES
 
     @property
+    def error_summary(self) -> str:
+        """The last line of the error: the exception and its message, without the traceback."""
+        lines = [line for line in self.error.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
