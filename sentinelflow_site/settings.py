@@ -95,6 +95,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+    # Tests use a file, not Django's shared in-memory database, so that worker threads can write
+    # concurrently as they do in production (WAL + busy timeout instead of table locks).
+    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test"}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = int(env_number("DB_CONN_MAX_AGE", 60))
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
@@ -230,7 +233,12 @@ CACHES = {
     }
 }
 RQ_QUEUES = {name: {"USE_REDIS_CACHE": "default"} for name in SENTINELFLOW_QUEUES}
-RQ = {"COMMIT_MODE": "auto"}
+# Jobs run in the worker process (no fork per job); WORKER_CONCURRENCY > 1 runs that many in threads.
+SENTINELFLOW_WORKER_CONCURRENCY = int(env_number("WORKER_CONCURRENCY", 1, minimum=1))
+RQ = {
+    "COMMIT_MODE": "auto",
+    "WORKER_CLASS": "jobs.worker.ConcurrentWorker" if SENTINELFLOW_WORKER_CONCURRENCY > 1 else "jobs.worker.Worker",
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -51,13 +51,12 @@ def no_backoff(settings):
 
 @pytest.fixture
 def run_worker():
-    """Run a burst SimpleWorker in this process over every queue until they are empty."""
-    from rq import SimpleWorker
-
+    """Run the product's burst worker (no fork) in this process over every queue until they are empty."""
     from jobs import redis_store
+    from jobs.worker import Worker
 
     def run() -> None:
-        SimpleWorker(redis_store.queues(), connection=redis_store.connection()).work(
+        Worker(redis_store.queues(), connection=redis_store.connection()).work(
             burst=True, logging_level="WARNING"
         )
 

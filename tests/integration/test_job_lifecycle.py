@@ -84,11 +84,11 @@ def test_cancel_running_sleep_job_stops_it(api: Api, workers: Workers) -> None:
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "cancelled"
     cancelled_at = time.monotonic()
-    # The worker is told to stop the job and kills its work horse, rather than letting it sleep on.
+    # The worker is told to stop the job (RQ's stop-job command) and interrupts it, rather than letting it sleep on.
     wait_until(
-        lambda: "killed horse" in worker.output(),
+        lambda: f"stopping job {job['job_id']} on request" in worker.output(),
         timeout=15,
-        message=lambda: f"the worker did not kill the work horse:\n{worker.output()}",
+        message=lambda: f"the worker did not stop the job:\n{worker.output()}",
     )
     assert time.monotonic() - cancelled_at < 15
     time.sleep(2)  # time enough for a surviving handler to report a result over the cancellation
@@ -103,7 +103,7 @@ def test_cancel_running_sleep_job_stops_it(api: Api, workers: Workers) -> None:
     assert after.value("jobs_cancelled_total", type="sleep") == before.value("jobs_cancelled_total", type="sleep") + 1
     assert after.value("jobs_succeeded_total", type="sleep") == before.value("jobs_succeeded_total", type="sleep")
 
-    # The worker survived the loss of its horse and takes the next job.
+    # The worker survived the interrupted job and takes the next one.
     assert worker.alive(), worker.output()
     echo = api.submit(type="echo", payload={"after": "cancel"})
     assert api.wait_for_status(echo["job_id"], "succeeded", timeout=20)["result"] == {"after": "cancel"}

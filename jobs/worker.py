@@ -1,0 +1,168 @@
+"""The RQ worker classes that `manage.py rqworker` runs (RQ["WORKER_CLASS"] in settings).
+
+`Worker` runs each job in the worker process itself instead of forking a work horse per job:
+forking a Django process for every job costs far more than a short job does (see README:
+Performance), and the database, not the horse's isolation, is what keeps a job's record safe.
+What the fork gave, this class keeps:
+- a timeout per run (RQ's SIGALRM death penalty, in the main thread);
+- cancelling a running job: RQ's stop-job command interrupts it with a signal;
+- Django hygiene between jobs: stale database connections are closed, as after a request.
+It also outlives a Redis outage: where RQ's loop quits on a lost connection, this one waits
+and reconnects.
+
+`ConcurrentWorker` runs WORKER_CONCURRENCY such workers in threads of one process, for
+I/O-bound job types: several jobs in flight per process, each one an ordinary RQ worker with
+the same lifecycle, retries and timeouts (timeouts by timer in the extra threads). A running
+job in an extra thread is cancelled cooperatively (handlers check `context.is_cancelled()`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections
+from rq.job import Job as RQJob
+from rq.queue import Queue
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import SimpleWorker
+
+logger = logging.getLogger(__name__)
+
+# Sent by the worker to itself to interrupt the job it runs when RQ's stop-job command arrives.
+STOP_JOB_SIGNAL = signal.SIGUSR1
+REDIS_RETRY_SECONDS = 2.0
+
+
+class JobStopped(Exception):
+    """Raised inside a running job that was cancelled; the job's row is already `cancelled`."""
+
+
+class Worker(SimpleWorker):
+    """A no-fork RQ worker for Django jobs (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._running_job_id: str | None = None
+        self._stop_job_id: str | None = None
+
+    def execute_job(self, job: RQJob, queue: Queue):
+        close_old_connections()
+        self._running_job_id = job.id
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._running_job_id = None
+            self._stopped_job_id = None  # RQ only clears it on a failure that reaches RQ; ours never do
+            close_old_connections()
+
+    def _install_signal_handlers(self):
+        super()._install_signal_handlers()
+        signal.signal(STOP_JOB_SIGNAL, self._interrupt_stopped_job)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
+        """RQ's stop-job command (from the pubsub thread): interrupt the job if it is still the one running."""
+        job_id = self._stopped_job_id
+        if job_id and job_id == self._running_job_id:
+            self._stop_job_id = job_id
+            self.log.info("Worker %s: stopping job %s on request", self.name, job_id)
+            signal.pthread_kill(threading.main_thread().ident, STOP_JOB_SIGNAL)
+
+    def _interrupt_stopped_job(self, signum, frame):
+        # Runs in the main thread, between two bytecodes of whatever it was doing: only raise inside
+        # the job that was asked to stop, never in the next one.
+        if self._stop_job_id is not None and self._stop_job_id == self._running_job_id:
+            self._stop_job_id = None
+            raise JobStopped(f"job {self._running_job_id} was cancelled while it ran")
+
+    def work(self, *args, burst: bool = False, **kwargs) -> bool:
+        """RQ's work loop, restarted after a lost Redis connection instead of exiting."""
+        while True:
+            try:
+                self._ping()
+                worked = super().work(*args, burst=burst, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                worked = False
+                self.log.warning("Worker %s: Redis unavailable (%s); retrying", self.name, error)
+            if burst or self._stop_requested or self._redis_is_up():
+                return worked
+            self._wait_for_redis()
+
+    def _ping(self) -> None:
+        self.connection.ping()
+
+    def _redis_is_up(self) -> bool:
+        try:
+            self._ping()
+            return True
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+    def _wait_for_redis(self) -> None:
+        while not self._stop_requested:
+            time.sleep(REDIS_RETRY_SECONDS)
+            if self._redis_is_up():
+                # Register afresh under a new name: the old registration may still be in Redis, unfinished.
+                self.name = uuid.uuid4().hex
+                self.log.info("Worker %s: Redis is back; resuming", self.name)
+                return
+
+
+class _ThreadWorker(Worker):
+    """One of a ConcurrentWorker's extra workers: runs in a thread, so no signals of its own."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        pass  # only the main thread may handle signals; the ConcurrentWorker relays stop requests
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
+        pass  # a thread cannot be interrupted safely: cancellation is cooperative here
+
+
+class ConcurrentWorker(Worker):
+    """WORKER_CONCURRENCY workers in one process (see the module docstring)."""
+
+    # Short enough that an idle extra worker sees a stop request within a few seconds (RQ blocks
+    # on the queue for worker_ttl - 15 s at most).
+    THREAD_WORKER_TTL = 20
+
+    def work(self, *args, burst: bool = False, with_scheduler: bool = False, **kwargs) -> bool:
+        extra = max(0, int(getattr(settings, "SENTINELFLOW_WORKER_CONCURRENCY", 1)) - 1)
+        siblings = [
+            _ThreadWorker(
+                self.queues,
+                connection=self.connection,
+                name=f"{self.name}-{number}",
+                worker_ttl=self.THREAD_WORKER_TTL,
+                serializer=self.serializer,
+                job_class=self.job_class,
+                queue_class=self.queue_class,
+            )
+            for number in range(1, extra + 1)
+        ]
+        self._siblings = siblings
+        threads = [
+            threading.Thread(target=sibling.work, kwargs={"burst": burst, **kwargs}, name=sibling.name, daemon=True)
+            for sibling in siblings
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            return super().work(*args, burst=burst, with_scheduler=with_scheduler, **kwargs)
+        finally:
+            for sibling in siblings:
+                sibling._stop_requested = True
+            for thread in threads:
+                thread.join()
+
+    def request_stop(self, signum, frame):
+        # Warm shutdown of every thread: each finishes its current job, then stops.
+        for sibling in getattr(self, "_siblings", []):
+            sibling._stop_requested = True
+        super().request_stop(signum, frame)

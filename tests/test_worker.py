@@ -1,0 +1,109 @@
+"""jobs.worker: no-fork execution, stopping a running job, concurrency, surviving a Redis outage."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from jobs import redis_store, services
+from jobs.handlers import REGISTRY, JobContext, job_type
+from jobs.handlers.echo import EchoPayload
+from jobs.models import Job, JobStatus
+from jobs.worker import ConcurrentWorker, Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def stubborn_type():
+    """A job type that sleeps in one uninterruptible-looking call and never checks for cancellation."""
+
+    @job_type("stubborn", payload_serializer=EchoPayload)
+    def stubborn(payload: dict, context: JobContext) -> dict:
+        time.sleep(payload.get("seconds", 10))
+        return {"slept": True}
+
+    yield
+    REGISTRY.pop("stubborn")
+
+
+def test_cancel_interrupts_a_running_job_that_never_checks(submit, stubborn_type):
+    job = submit({"type": "stubborn", "payload": {"seconds": 10}})
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+
+    def cancel_once_started():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            row = Job.objects.get(job_id=job["job_id"])
+            if row.status == JobStatus.STARTED:
+                services.job_cancel(job=row, actor="test")
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_once_started)
+    canceller.start()
+    started = time.monotonic()
+    worker.work(burst=True, logging_level="WARNING")
+    canceller.join()
+
+    assert time.monotonic() - started < 5  # not the handler's 10 s
+    row = Job.objects.get(job_id=job["job_id"])
+    assert (row.status, row.result, row.attempts) == (JobStatus.CANCELLED, None, 1)
+
+
+def test_concurrent_worker_runs_io_bound_jobs_side_by_side(submit, settings):
+    settings.SENTINELFLOW_WORKER_CONCURRENCY = 8
+    jobs = [submit({"type": "sleep", "payload": {"seconds": 0.5}}) for _ in range(8)]
+
+    started = time.monotonic()
+    ConcurrentWorker(redis_store.queues(), connection=redis_store.connection()).work(
+        burst=True, logging_level="WARNING"
+    )
+    elapsed = time.monotonic() - started
+
+    statuses = {Job.objects.get(job_id=job["job_id"]).status for job in jobs}
+    assert statuses == {JobStatus.SUCCEEDED}
+    assert elapsed < 8 * 0.5  # in flight together, not one after another
+    starts = sorted(Job.objects.values_list("started_at", flat=True))
+    assert (starts[-1] - starts[0]).total_seconds() < 0.5
+
+
+def test_worker_keeps_the_job_timeout_without_forking(submit, run_worker):
+    job = submit({"type": "sleep", "payload": {"seconds": 3}, "timeout": 1, "max_retries": 0})
+
+    run_worker()
+
+    row = Job.objects.get(job_id=job["job_id"])
+    assert row.status == JobStatus.FAILED
+    assert "JobTimeoutException" in row.error
+
+
+def test_worker_waits_out_a_redis_outage_instead_of_exiting(monkeypatch):
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+    outage = {"pings_left_down": 2}
+    runs = []
+
+    def ping():
+        if outage["pings_left_down"] > 0:
+            outage["pings_left_down"] -= 1
+            import redis
+
+            raise redis.ConnectionError("down")
+
+    monkeypatch.setattr(worker, "_ping", ping)
+    monkeypatch.setattr("jobs.worker.REDIS_RETRY_SECONDS", 0.01)
+    original_work = Worker.__mro__[1].work
+
+    def fake_rq_loop(self, *args, **kwargs):
+        runs.append(outage["pings_left_down"])
+        self._stop_requested = True
+        return True
+
+    monkeypatch.setattr(Worker.__mro__[1], "work", fake_rq_loop)
+    try:
+        assert worker.work(burst=False) is True
+    finally:
+        monkeypatch.setattr(Worker.__mro__[1], "work", original_work)
+    assert runs == [0]  # RQ's loop ran once, only after Redis answered again
