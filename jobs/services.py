@@ -60,13 +60,28 @@ def _sources(target: str) -> list[str]:
     return [source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets]
 
 
-def _transition(job: Job, target: str, *, actor: str = "", sources: list[str] | None = None, **changes: Any) -> Job:
-    """Move `job` to `target` if its stored status allows it, and record the event; else InvalidTransition."""
+def _transition(
+    job: Job,
+    target: str,
+    *,
+    actor: str = "",
+    sources: list[str] | None = None,
+    expect_attempts: int | None = None,
+    **changes: Any,
+) -> Job:
+    """Move `job` to `target` if its stored status allows it, and record the event; else InvalidTransition.
+
+    `expect_attempts` also requires the stored attempt count: the outcome of a run then only lands on
+    the attempt that run started, never on a newer one (a run the sentinel gave up for dead may still finish).
+    """
     allowed = sources if sources is not None else _sources(target)
     stamp = now()
     previous = job.status
+    match = {} if expect_attempts is None else {"attempts": expect_attempts}
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status__in=allowed).update(status=target, updated_at=stamp, **changes)
+        updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
+            status=target, updated_at=stamp, **changes
+        )
         if not updated:
             current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
             raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
@@ -161,8 +176,12 @@ def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: 
             failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
             description=f"{job.type} {job.job_id}",
         )
+        # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
+        # has passed is released by the scheduler at once.
+        backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > now()
+        waits = job.run_at is not None and (job.status == S.SCHEDULED or backoff_left)
         with queue.connection.pipeline() as pipe:
-            if job.status == S.SCHEDULED and job.run_at is not None:
+            if waits:
                 # RQ's scheduler keeps whole seconds and releases what is due within the current second:
                 # round up so that a job never starts before its run_at.
                 queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
@@ -202,6 +221,7 @@ def job_enqueue(*, job: Job, actor: str = "sentinel") -> Job:
     job = _transition(
         job, target, actor=actor, sources=[S.PENDING], enqueued_at=None if target == S.SCHEDULED else now()
     )
+    logger.info("job %s enqueued by %s (it was pending)", job.job_id, actor)
     _push(job, replace=True)
     return job
 
@@ -236,11 +256,18 @@ def job_start(*, job_id: str, actor: str = "worker") -> Job | None:
 
 
 def job_succeed(*, job: Job, result: Any, actor: str = "worker") -> Job | None:
-    """Record the result of a finished run. None when the job was cancelled meanwhile."""
+    """Record the result of a finished run. None when the job was cancelled meanwhile, or this run was
+    given up for lost (its lease expired) and the job sent round again."""
     finished_at = now()
     try:
         job = _transition(
-            job, S.SUCCEEDED, actor=actor, sources=[S.STARTED], result=_jsonable(result), finished_at=finished_at
+            job,
+            S.SUCCEEDED,
+            actor=actor,
+            sources=[S.STARTED],
+            expect_attempts=job.attempts,
+            result=_jsonable(result),
+            finished_at=finished_at,
         )
     except InvalidTransition:
         return None
@@ -258,7 +285,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
     """
     finished_at = now()
     failures_in_budget = job.attempts - job.budget_start
-    retry = not isinstance(error, PermanentJobError) and failures_in_budget <= job.max_retries
+    retry = not isinstance(error, PermanentJobError) and not attempts_spent(job)
     text = format_error(error)
     try:
         if retry:
@@ -268,6 +295,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
                 S.RETRYING,
                 actor=actor,
                 sources=[S.STARTED],
+                expect_attempts=job.attempts,
                 error=text,
                 finished_at=finished_at,
                 # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
@@ -275,9 +303,17 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
                 run_at=(finished_at + timedelta(seconds=delay)).replace(microsecond=0),
             )
         else:
-            job = _transition(job, S.FAILED, actor=actor, sources=[S.STARTED], error=text, finished_at=finished_at)
+            job = _transition(
+                job,
+                S.FAILED,
+                actor=actor,
+                sources=[S.STARTED],
+                expect_attempts=job.attempts,
+                error=text,
+                finished_at=finished_at,
+            )
     except InvalidTransition:
-        return None  # cancelled while it ran
+        return None  # cancelled while it ran, or given up for lost and run again
     with metrics.record() as batch:
         batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
         if retry:
@@ -286,6 +322,11 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
         else:
             batch.inc("jobs_failed_total", job.type)
     return delay if retry else None
+
+
+def attempts_spent(job: Job) -> bool:
+    """Whether the job has used its retry budget: 1 + max_retries runs since the budget began."""
+    return job.attempts - job.budget_start > job.max_retries
 
 
 def retry_backoff(failure_number: int) -> int:
@@ -390,3 +431,80 @@ def api_key_touch(*, key: ApiKey) -> None:
     stamp = now()
     if key.last_used_at is None or stamp - key.last_used_at > API_KEY_TOUCH_INTERVAL:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=stamp)
+
+
+# --------------------------------------------------------------------------- the sentinel's repairs
+
+RESTORABLE_STATUSES = (S.QUEUED, S.SCHEDULED, S.RETRYING)
+
+
+def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
+    """Deal with a started job whose run was lost (its worker died): run it again, or fail it.
+
+    The lost run counts as a failed attempt under the budget rule of job_fail_attempt: with
+    retries left the job goes back to `queued` at once (no backoff: the handler did not fail)
+    and counts in jobs_retried_total{reason="recovered"} and jobs_enqueued_total; with its
+    attempts spent it fails. Compare-and-set on the status and the attempt count that were
+    judged lost, so a run that finished meanwhile, or a second sentinel, gets InvalidTransition.
+    """
+    lost = f"Attempt {job.attempts} was lost: {reason}."
+    if attempts_spent(job):
+        job = _transition(
+            job,
+            S.FAILED,
+            actor=actor,
+            sources=[S.STARTED],
+            expect_attempts=job.attempts,
+            error=f"{lost} No retries left.",
+            finished_at=now(),
+        )
+        logger.warning("job %s failed: attempt %s lost and no retries left (%s)", job.job_id, job.attempts, reason)
+        with metrics.record() as batch:
+            batch.inc("jobs_failed_total", job.type)
+        return job
+    job = _transition(
+        job,
+        S.QUEUED,
+        actor=actor,
+        sources=[S.STARTED],
+        expect_attempts=job.attempts,
+        error=f"{lost} Run again.",
+        enqueued_at=now(),
+        finished_at=None,
+    )
+    logger.warning("job %s recovered: attempt %s lost (%s); queued again", job.job_id, job.attempts, reason)
+    # The old RQ job still names the dead worker's execution: replace it so RQ's own cleanup of that
+    # execution can never touch the new run.
+    transaction.on_commit(lambda: _push(job, counts=[("jobs_retried_total", (job.type, "recovered"))], replace=True))
+    return job
+
+
+def job_restore(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
+    """Put back on Redis a queued, scheduled or retrying job that Redis lost (FLUSHALL, restart, eviction).
+
+    The status stays; the RQ job is created again (its id is the job's id) and counted in
+    jobs_enqueued_total. Compare-and-set on the status and updated_at that were judged lost:
+    a job that moved meanwhile (started, cancelled, restored by another sentinel) is left
+    alone with InvalidTransition.
+    """
+    stamp = now()
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=job.status, updated_at=job.updated_at).update(updated_at=stamp)
+        if not updated:
+            raise InvalidTransition(f"Job {job.job_id} changed since it was found missing from Redis.")
+        JobEvent.objects.create(
+            job_id=job.pk, at=stamp, from_status=job.status, to_status=job.status, actor=f"{actor} (restored)"
+        )
+    job.refresh_from_db()
+    logger.warning("job %s restored to Redis as %s (%s)", job.job_id, job.status, reason)
+
+    def push() -> None:
+        try:
+            # An id left in the queue list without its hash would be dequeued twice.
+            redis_store.connection().lrem(redis_store.queue(job.queue).key, 0, str(job.job_id))
+        except RedisError:
+            pass  # _push meets the same outage and keeps the job as pending
+        _push(job, replace=True)
+
+    transaction.on_commit(push)
+    return job

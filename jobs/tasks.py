@@ -7,7 +7,7 @@ from typing import Any
 
 from rq import Retry, get_current_job
 
-from . import services
+from . import redis_store, services
 from .handlers import JobContext, get_job_type
 from .models import Job, JobStatus
 
@@ -21,6 +21,14 @@ def run_job(job_id: str) -> Any:
     is to be retried, an rq.Retry is returned so that RQ reschedules this same
     RQ job after the backoff (run by a worker started with --with-scheduler).
     """
+    # The lease says "this job is running" for as long as this process lives; the sentinel runs the
+    # job again once it expires. It is taken before the start is recorded, so that a job whose row
+    # says `started` always has one.
+    with redis_store.JobLease(job_id):
+        return _run(job_id)
+
+
+def _run(job_id: str) -> Any:
     current = get_current_job()
     actor = f"worker:{current.worker_name}" if current is not None and current.worker_name else "worker"
     job = services.job_start(job_id=job_id, actor=actor)
