@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Production-style stack on this machine: migrate, collect static files, then gunicorn (WEB_CONCURRENCY
-# workers, prometheus_client multiprocess mode so /metrics sums them) and RQ_WORKERS workers with the
-# scheduler. Needs SECRET_KEY, API_KEY and a reachable REDIS_URL (see README: Configuration).
+# workers, prometheus_client multiprocess mode so /metrics sums them), RQ_WORKERS workers with the
+# scheduler, and the sentinel. Needs SECRET_KEY, API_KEY and a reachable REDIS_URL (see README: Configuration).
 # SIGTERM or Ctrl-C stops everything; if one process dies, the rest are stopped too.
 . "$(dirname "$0")/_venv.sh" requirements.txt
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$ROOT/var/prometheus}"
@@ -26,6 +26,10 @@ for _ in $(seq 1 "${RQ_WORKERS:-2}"); do
   env -u PROMETHEUS_MULTIPROC_DIR python manage.py rqworker ${queues//,/ } --with-scheduler &
   pids+=($!)
 done
+
+# The sentinel: enqueues jobs stored while Redis was down, re-runs jobs whose worker died, restores what Redis lost.
+env -u PROMETHEUS_MULTIPROC_DIR python manage.py sentinel &
+pids+=($!)
 
 wait -n "${pids[@]}"
 status=$?

@@ -41,7 +41,7 @@ def embedded_redis_server() -> str:
 
 class Command(BaseCommand):
     help = (
-        "Run the development stack: migrate, then the web server, an RQ worker with the scheduler, "
+        "Run the development stack: migrate, then the web server, an RQ worker with the scheduler, the sentinel, "
         "and an embedded Redis when none is configured or answering. Ctrl-C stops everything it started."
     )
 
@@ -70,6 +70,8 @@ class Command(BaseCommand):
             for number in range(1, workers + 1):
                 worker = [*manage, "rqworker", *settings.SENTINELFLOW_QUEUES, "--with-scheduler"]
                 self._start(f"worker-{number}", worker, env)
+            # Enqueues what was stored while Redis was down, re-runs jobs whose worker died, restores what Redis lost.
+            self._start("sentinel", [*manage, "sentinel"], env)
             self._announce(host, port, redis_url)
             self._supervise()
         except KeyboardInterrupt:
