@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -97,7 +98,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # Tests use a file, not Django's shared in-memory database, so that worker threads can write
     # concurrently as they do in production (WAL + busy timeout instead of table locks).
-    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test"}
+    # One file per test run (by process id), so that test runs side by side never share a database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"sentinelflow-test-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = int(env_number("DB_CONN_MAX_AGE", 60))
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
