@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,7 +66,10 @@ class MetricsBatch:
         self.observations.append((name, job_type, max(0.0, seconds)))
 
     def add_to(self, pipe) -> None:
+        totals: Counter[tuple[str, tuple[str, ...]]] = Counter()
         for name, labels, amount in self.counts:
+            totals[(name, labels)] += amount
+        for (name, labels), amount in totals.items():
             pipe.hincrby(KEY_PREFIX + name, _field(labels), amount)
         for name, job_type, seconds in self.observations:
             key = KEY_PREFIX + name

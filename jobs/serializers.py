@@ -104,17 +104,38 @@ class JobSubmitSerializer(serializers.Serializer):
         return attrs
 
 
+MAX_BATCH = 1000
+
+
+class JobBatchSubmitSerializer(serializers.Serializer):
+    """The body of POST /jobs/batch: {"jobs": [submit body, ...]}; every item is validated before any is stored."""
+
+    jobs = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH)
+
+    def validate_jobs(self, items: list[Any]) -> list[dict[str, Any]]:
+        validated, errors = [], {}
+        for index, item in enumerate(items):
+            submit = JobSubmitSerializer(data=item, context=self.context)
+            if submit.is_valid():
+                validated.append(submit.validated_data)
+            else:
+                errors[str(index)] = submit.errors
+        if errors:
+            raise serializers.ValidationError(errors)
+        return validated
+
+
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
-def idempotency_key_from(request) -> str | None:
+def idempotency_key_from(request, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH) -> str | None:
     """The Idempotency-Key header, if sent; a bad one is a 400 naming the header."""
     value = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if value is None:
         return None
-    if not value or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH or not value.isascii() or not value.isprintable():
+    if not value or len(value) > max_length or not value.isascii() or not value.isprintable():
         raise serializers.ValidationError(
-            {IDEMPOTENCY_KEY_HEADER: [f"Use 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters."]}
+            {IDEMPOTENCY_KEY_HEADER: [f"Use 1 to {max_length} printable ASCII characters."]}
         )
     return value

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
+from rq.queue import Queue
 
 from . import metrics, redis_store
 from .exceptions import IdempotencyKeyReused, InvalidTransition, PermanentJobError
@@ -148,6 +149,73 @@ def job_submit(
     return job, True
 
 
+def job_submit_batch(
+    *,
+    items: list[dict[str, Any]],
+    submitted_by: str,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> tuple[list[Job], bool]:
+    """Store many validated submissions in one transaction, then enqueue them in one Redis round trip.
+
+    All or nothing: the items were all validated before this call, and one INSERT stores them.
+    Returns (jobs in the order given, created). With an Idempotency-Key, item i is stored under
+    "<key>#<i>", so a repeat returns the same jobs (created=False) and another body is refused.
+    """
+    keys = [f"{idempotency_key}#{index}" for index in range(len(items))] if idempotency_key else [None] * len(items)
+    if idempotency_key is not None:
+        existing = _jobs_for_batch_key(submitted_by, keys, fingerprint)
+        if existing is not None:
+            return existing, False
+    submitted_at = now()
+    jobs = []
+    for item, key in zip(items, keys, strict=True):
+        run_at = item.get("run_at")
+        scheduled = run_at is not None and run_at > submitted_at
+        jobs.append(
+            Job(
+                type=item["type"],
+                payload=item["payload"],
+                queue=item.get("queue", "default"),
+                max_retries=item.get("max_retries", settings.SENTINELFLOW_DEFAULT_MAX_RETRIES),
+                timeout=item.get("timeout") or settings.SENTINELFLOW_DEFAULT_TIMEOUT,
+                run_at=run_at,
+                status=S.SCHEDULED if scheduled else S.QUEUED,
+                created_at=submitted_at,
+                enqueued_at=None if scheduled else submitted_at,
+                submitted_by=submitted_by,
+                idempotency_key=key,
+                request_fingerprint=fingerprint,
+            )
+        )
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create(jobs)
+            JobEvent.objects.bulk_create(
+                JobEvent(job=job, at=submitted_at, to_status=job.status, actor=submitted_by) for job in jobs
+            )
+            counts = [("jobs_submitted_total", (job.type,)) for job in jobs]
+            # As for one job: the rows are committed before any worker can see the jobs.
+            transaction.on_commit(lambda: _push_many(jobs, counts=counts))
+    except IntegrityError:
+        existing = _jobs_for_batch_key(submitted_by, keys, fingerprint) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return jobs, True
+
+
+def _jobs_for_batch_key(submitted_by: str, keys: list[str | None], fingerprint: str) -> list[Job] | None:
+    stored = {
+        job.idempotency_key: job for job in Job.objects.filter(submitted_by=submitted_by, idempotency_key__in=keys)
+    }
+    if not stored:
+        return None
+    if len(stored) != len(keys) or any(job.request_fingerprint != fingerprint for job in stored.values()):
+        raise IdempotencyKeyReused()
+    return [stored[key] for key in keys]
+
+
 def _job_for_idempotency_key(submitted_by: str, key: str | None, fingerprint: str) -> Job | None:
     existing = Job.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
     if existing is not None and fingerprint and existing.request_fingerprint != fingerprint:
@@ -156,49 +224,57 @@ def _job_for_idempotency_key(submitted_by: str, key: str | None, fingerprint: st
 
 
 def _push(job: Job, *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: bool = False) -> None:
-    """Put the job on its RQ queue (or the scheduled registry), counting it in the same round trip.
+    """Put one job on its RQ queue; see _push_many."""
+    _push_many([job], counts=counts, replace=replace)
 
-    With Redis down the row goes back to `pending`, and the sentinel enqueues it later: the job is kept.
+
+def _push_many(jobs: list[Job], *, counts: list[tuple[str, tuple[str, ...]]] = (), replace: bool = False) -> None:
+    """Put jobs on their RQ queues (or the scheduled registry), with their counters, in one round trip.
+
+    With Redis down the rows go back to `pending`, and the sentinel enqueues them later: no job is lost.
     `replace` first removes an earlier RQ job of the same id (retries, restores), whose key may carry a TTL.
     """
     from .tasks import run_job
 
-    queue = redis_store.queue(job.queue)
+    queues: dict[str, Queue] = {}
     try:
         if replace:
-            _delete_rq_job(str(job.job_id))
-        rq_job = queue.create_job(
-            run_job,
-            args=(str(job.job_id),),
-            job_id=str(job.job_id),
-            timeout=job.timeout,
-            result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-            failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-            description=f"{job.type} {job.job_id}",
-        )
-        # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
-        # has passed is released by the scheduler at once.
-        backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > now()
-        waits = job.run_at is not None and (job.status == S.SCHEDULED or backoff_left)
-        with queue.connection.pipeline() as pipe:
-            if waits:
-                # RQ's scheduler keeps whole seconds and releases what is due within the current second:
-                # round up so that a job never starts before its run_at.
-                queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
-            else:
-                queue.enqueue_job(rq_job, pipeline=pipe)
-            batch = metrics.MetricsBatch()
-            for name, labels in counts:
-                batch.inc(name, *labels)
-            batch.inc("jobs_enqueued_total", job.type, job.queue)
+            for job in jobs:
+                _delete_rq_job(str(job.job_id))
+        batch = metrics.MetricsBatch()
+        for name, labels in counts:
+            batch.inc(name, *labels)
+        with redis_store.connection().pipeline() as pipe:
+            for job in jobs:
+                queue = queues.get(job.queue) or queues.setdefault(job.queue, redis_store.queue(job.queue))
+                rq_job = queue.create_job(
+                    run_job,
+                    args=(str(job.job_id),),
+                    job_id=str(job.job_id),
+                    timeout=job.timeout,
+                    result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                    failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                    description=f"{job.type} {job.job_id}",
+                )
+                # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
+                # has passed is released by the scheduler at once.
+                backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > now()
+                if job.run_at is not None and (job.status == S.SCHEDULED or backoff_left):
+                    # RQ's scheduler keeps whole seconds and releases what is due within the current second:
+                    # round up so that a job never starts before its run_at.
+                    queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
+                else:
+                    queue.enqueue_job(rq_job, pipeline=pipe)
+                batch.inc("jobs_enqueued_total", job.type, job.queue)
             batch.add_to(pipe)
             pipe.execute()
     except RedisError as error:
-        logger.warning("job %s kept as pending, Redis unavailable: %s", job.job_id, error)
-        try:
-            _transition(job, S.PENDING, sources=[S.QUEUED, S.SCHEDULED], actor="redis unavailable")
-        except InvalidTransition:
-            pass  # a worker or a cancel got to it first
+        logger.warning("%d job(s) kept as pending, Redis unavailable: %s", len(jobs), error)
+        for job in jobs:
+            try:
+                _transition(job, S.PENDING, sources=[S.QUEUED, S.SCHEDULED], actor="redis unavailable")
+            except InvalidTransition:
+                pass  # a worker or a cancel got to it first
         with metrics.record() as batch:  # Redis may be back already; if not this is dropped and logged
             for name, labels in counts:
                 batch.inc(name, *labels)

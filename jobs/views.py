@@ -25,7 +25,13 @@ from rest_framework.views import APIView
 from . import metrics, redis_store, selectors, services
 from .authentication import ApiPrincipal
 from .schema import FieldErrors, error
-from .serializers import JobSerializer, JobSubmitSerializer, idempotency_key_from
+from .serializers import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    JobBatchSubmitSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+    idempotency_key_from,
+)
 
 
 def actor_of(request) -> str:
@@ -57,6 +63,7 @@ class JobCursorPagination(CursorPagination):
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from None
 
 
+BatchResult = inline_serializer("BatchResult", {"jobs": JobSerializer(many=True)})
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     str,
@@ -122,6 +129,39 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             JobSerializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
+        )
+
+    @extend_schema(
+        summary="Submit up to 1,000 jobs at once",
+        request=JobBatchSubmitSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: BatchResult,
+            200: OpenApiResponse(BatchResult, description="The jobs first submitted with this Idempotency-Key."),
+            400: FieldErrors,
+            401: error("Missing or unknown API key"),
+            403: error("The key's scope does not allow writes"),
+            413: error("Body over MAX_BODY_BYTES"),
+            422: error("Idempotency-Key reused with another body"),
+            429: error("Throttled; see Retry-After"),
+            503: error("Database unavailable; nothing stored"),
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request):
+        # "#<index>" is appended to the key for each job: leave room for it.
+        idempotency_key = idempotency_key_from(request, max_length=MAX_IDEMPOTENCY_KEY_LENGTH - 5)
+        submit = JobBatchSubmitSerializer(data=request.data, context={"now": services.now})
+        submit.is_valid(raise_exception=True)
+        jobs, created = services.job_submit_batch(
+            items=submit.validated_data["jobs"],
+            submitted_by=actor_of(request),
+            idempotency_key=idempotency_key,
+            fingerprint=services.request_fingerprint(request.data),
+        )
+        return Response(
+            {"jobs": JobSerializer(jobs, many=True).data},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(
