@@ -20,7 +20,6 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
@@ -68,12 +67,15 @@ def _transition(
     actor: str = "",
     sources: list[str] | None = None,
     expect_attempts: int | None = None,
+    refresh: bool = True,
     **changes: Any,
 ) -> Job:
     """Move `job` to `target` if its stored status allows it, and record the event; else InvalidTransition.
 
     `expect_attempts` also requires the stored attempt count: the outcome of a run then only lands on
     the attempt that run started, never on a newer one (a run the sentinel gave up for dead may still finish).
+    `refresh=False` (the worker's hot path) skips re-reading the row: the changes are applied to `job`
+    in memory instead, which is exact when the CAS pins the row's state (status and attempts).
     """
     allowed = sources if sources is not None else _sources(target)
     stamp = now()
@@ -87,7 +89,11 @@ def _transition(
             current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
             raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
         JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=previous, to_status=target, actor=actor)
-    job.refresh_from_db()
+    if refresh:
+        job.refresh_from_db()
+    else:
+        for field, value in {"status": target, "updated_at": stamp, **changes}.items():
+            setattr(job, field, value)
     return job
 
 
@@ -314,7 +320,9 @@ def job_start(*, job_id: str, actor: str = "worker") -> Job | None:
             S.STARTED,
             actor=actor,
             sources=list(RUNNABLE_STATUSES),
-            attempts=F("attempts") + 1,
+            expect_attempts=job.attempts,  # a duplicate delivery that started meanwhile wins; this one stops
+            refresh=False,
+            attempts=job.attempts + 1,
             started_at=now(),
             finished_at=None,
         )
@@ -342,6 +350,7 @@ def job_succeed(*, job: Job, result: Any, actor: str = "worker") -> Job | None:
             actor=actor,
             sources=[S.STARTED],
             expect_attempts=job.attempts,
+            refresh=False,
             result=_jsonable(result),
             finished_at=finished_at,
         )
@@ -372,6 +381,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
                 actor=actor,
                 sources=[S.STARTED],
                 expect_attempts=job.attempts,
+                refresh=False,
                 error=text,
                 finished_at=finished_at,
                 # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
@@ -385,6 +395,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
                 actor=actor,
                 sources=[S.STARTED],
                 expect_attempts=job.attempts,
+                refresh=False,
                 error=text,
                 finished_at=finished_at,
             )
