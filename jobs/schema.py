@@ -28,6 +28,7 @@ def error(description: str) -> OpenApiResponse:
 
 
 FieldErrors = OpenApiResponse(
-    inline_serializer("FieldErrors", {"field_name": serializers.ListField(child=serializers.CharField())}),
-    description="Validation failed; each invalid field (or header) maps to its messages.",
+    {"type": "object", "additionalProperties": True},
+    description="Validation failed: each invalid field (or header, or batch index) maps to its messages, "
+    'e.g. {"queue": ["Unknown queue ..."]}; or {"detail": "..."} for a body that is not JSON.',
 )

@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import reverse
@@ -24,6 +25,8 @@ from rest_framework.views import APIView
 
 from . import metrics, redis_store, selectors, services
 from .authentication import ApiPrincipal
+from .handlers import job_type_names
+from .models import JobStatus
 from .schema import FieldErrors, error
 from .serializers import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -63,6 +66,10 @@ class JobCursorPagination(CursorPagination):
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from None
 
 
+THROTTLED = error("Over the request budget of the key (or address); retry after Retry-After seconds")
+DATETIME_OR_EMPTY = {"type": "string", "anyOf": [{"format": "date-time"}, {"enum": [""]}]}
+# Reads need no key unless READS_REQUIRE_KEY=1: the empty requirement says "anonymous allowed".
+OPEN_READS = [{"ApiKeyAuth": []}, {"cookieAuth": []}, {}]
 BatchResult = inline_serializer("BatchResult", {"jobs": JobSerializer(many=True)})
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -75,12 +82,35 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 @extend_schema_view(
     list=extend_schema(
         summary="List jobs, newest first",
+        auth=OPEN_READS,
         parameters=[
-            OpenApiParameter("limit", int, description="Page size (default 50, at most 500)."),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1}, description="Page size (default 50; above 500, 500)."
+            ),
+            # An empty filter is no filter (the browsable API's filter form sends every field).
+            OpenApiParameter("status", str, enum=[*JobStatus.values, ""], description="Only this status."),
+            OpenApiParameter("type", str, enum=[*job_type_names(), ""], description="Only this type."),
+            OpenApiParameter("queue", str, enum=[*settings.SENTINELFLOW_QUEUES, ""], description="Only this queue."),
+            OpenApiParameter("created_after", DATETIME_OR_EMPTY, description="Created at or after (ISO 8601)."),
+            OpenApiParameter("created_before", DATETIME_OR_EMPTY, description="Created before (ISO 8601)."),
         ],
-        responses={200: JobSerializer(many=True), 400: FieldErrors, 401: error("Key required (READS_REQUIRE_KEY)")},
+        responses={
+            200: JobSerializer(many=True),
+            400: FieldErrors,
+            401: error("Unknown key, or none where READS_REQUIRE_KEY=1"),
+            429: THROTTLED,
+        },
     ),
-    retrieve=extend_schema(summary="Get a job", responses={200: JobSerializer, 404: error("No such job")}),
+    retrieve=extend_schema(
+        summary="Get a job",
+        auth=OPEN_READS,
+        responses={
+            200: JobSerializer,
+            401: error("Unknown key, or none where READS_REQUIRE_KEY=1"),
+            404: error("No such job"),
+            429: THROTTLED,
+        },
+    ),
 )
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Submit, inspect, retry and cancel jobs."""
@@ -110,7 +140,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             413: error("Body over MAX_BODY_BYTES"),
             415: error("Not JSON"),
             422: error("Idempotency-Key reused with another body"),
-            429: error("Throttled; see Retry-After"),
+            429: THROTTLED,
             503: error("Database unavailable; nothing stored"),
         },
     )
@@ -143,7 +173,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             403: error("The key's scope does not allow writes"),
             413: error("Body over MAX_BODY_BYTES"),
             422: error("Idempotency-Key reused with another body"),
-            429: error("Throttled; see Retry-After"),
+            429: THROTTLED,
             503: error("Database unavailable; nothing stored"),
         },
     )
@@ -173,6 +203,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             403: error("The key's scope does not allow writes"),
             404: error("No such job"),
             409: error("The job is not failed or cancelled"),
+            429: THROTTLED,
         },
     )
     @action(detail=True, methods=["post"])
@@ -189,6 +220,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             403: error("The key's scope does not allow writes"),
             404: error("No such job"),
             409: error("The job has already finished"),
+            429: THROTTLED,
         },
     )
     @action(detail=True, methods=["post"])
