@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 S = JobStatus
 LOCK_KEY = "sentinelflow:sentinel:lock"
-LOCK_TTL_MS = 60_000
+# Refreshed between batches; a sentinel killed mid-pass holds the others up for at most this long.
+LOCK_TTL_MS = 20_000
 # A look at Redis that says "lost" is repeated after this long before anything is repaired.
 CONFIRM_DELAY = redis_store.LEASE_REFRESH + 1.0
 RESTORE_GRACE = timedelta(seconds=10)
@@ -140,7 +141,9 @@ class Sentinel:
         if self.sleep(CONFIRM_DELAY):
             return  # stopping: repair nothing half-confirmed
         self._refresh_lock()
-        for suspect in self._confirm(suspects):
+        for number, suspect in enumerate(self._confirm(suspects), start=1):
+            if number % BATCH_SIZE == 0:
+                self._refresh_lock()
             try:
                 if suspect.job.status == S.STARTED:
                     job = services.job_recover(job=suspect.job, reason=suspect.reason)
@@ -201,8 +204,8 @@ class Sentinel:
         """Why a job with no lease is lost, or None when Redis still holds it."""
         if job.status == S.STARTED:
             if rq_status is None:
-                return "its run holds no lease and its RQ job is gone from Redis"
-            return f"the process running it stopped (no lease for {redis_store.LEASE_TTL} s; RQ says {rq_status})"
+                return "no process holds its lease any more, and its RQ job is gone"
+            return f"no process holds its lease any more (RQ status: {rq_status})"
         if rq_status is None:
             return "its RQ job is missing from Redis"
         if rq_status == "scheduled":
@@ -230,6 +233,13 @@ class Sentinel:
     # ----------------------------------------------------------------- the lock
 
     def _acquire(self) -> bool:
+        if self._token:
+            # The last pass could not release the lock (Redis failed under it): take it back if still ours.
+            try:
+                self._refresh_lock()
+                return True
+            except LockLost:
+                self._token = ""
         token = secrets.token_hex(8)
         if self.connection.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
             self._token = token
@@ -252,7 +262,7 @@ class Sentinel:
 
     def _release(self) -> None:
         redis_store.compare_and_delete(self.connection, LOCK_KEY, self._token)
-        self._token = ""
+        self._token = ""  # not reached when Redis fails: the next pass takes the lock back (see _acquire)
 
 
 class QueueMembers:

@@ -545,7 +545,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
             error=f"{lost} No retries left.",
             finished_at=now(),
         )
-        logger.warning("job %s failed: attempt %s lost and no retries left (%s)", job.job_id, job.attempts, reason)
+        logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
         return job
@@ -559,7 +559,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
         enqueued_at=now(),
         finished_at=None,
     )
-    logger.warning("job %s recovered: attempt %s lost (%s); queued again", job.job_id, job.attempts, reason)
+    logger.warning("job %s queued again: attempt %s lost: %s", job.job_id, job.attempts, reason)
     # The old RQ job still names the dead worker's execution: replace it so RQ's own cleanup of that
     # execution can never touch the new run.
     transaction.on_commit(lambda: _push(job, counts=[("jobs_retried_total", (job.type, "recovered"))], replace=True))
@@ -583,7 +583,7 @@ def job_restore(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
             job_id=job.pk, at=stamp, from_status=job.status, to_status=job.status, actor=f"{actor} (restored)"
         )
     job.refresh_from_db()
-    logger.warning("job %s restored to Redis as %s (%s)", job.job_id, job.status, reason)
+    logger.warning("job %s restored to Redis (%s): %s", job.job_id, job.status, reason)
 
     def push() -> None:
         try:

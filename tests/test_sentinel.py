@@ -368,6 +368,17 @@ def test_a_pass_that_lost_its_lock_stops_and_leaves_the_new_holder_alone(submit)
     assert redis_store.connection().get(LOCK_KEY) == b"newcomer"
 
 
+def test_a_sentinel_whose_release_failed_takes_its_lock_back_at_the_next_pass():
+    one = Sentinel(sleep=lambda seconds: None)
+    assert one._acquire()  # as if Redis had failed before the release at the end of that pass
+    pending_job()
+
+    report = one.run_pass()
+
+    assert report is not None and report.enqueued == 1
+    assert redis_store.connection().exists(LOCK_KEY) == 0
+
+
 def test_a_stop_request_during_the_second_look_repairs_nothing(submit):
     job_id = submit({"type": "echo"})["job_id"]
     lost_run(job_id)

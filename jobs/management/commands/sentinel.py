@@ -42,6 +42,7 @@ class Command(BaseCommand):
         sentinel = Sentinel(sleep=stopping.wait)
         totals = PassReport()
         passes = 0
+        failing = False
         if not once:
             self.stdout.write(f"sentinel: a pass every {interval:g} s")
         while not stopping.is_set():
@@ -51,12 +52,23 @@ class Command(BaseCommand):
             try:
                 report = sentinel.run_pass()
             except (RedisError, DatabaseError) as error:
-                logger.warning(
-                    "sentinel: pass %s failed, retrying in %g s: %s: %s", passes, interval, type(error).__name__, error
-                )
                 if once:
-                    raise CommandError(f"the pass failed: {error}") from None
+                    raise CommandError(f"the pass failed: {type(error).__name__}: {error}") from None
+                # One warning when passes start failing (Redis or the database is down), not one a pass.
+                logger.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "sentinel: pass %s failed, retrying every %g s: %s: %s",
+                    passes,
+                    interval,
+                    type(error).__name__,
+                    error,
+                )
+                failing = True
                 report = None
+            else:
+                if failing:
+                    logger.warning("sentinel: passes succeed again (pass %s)", passes)
+                failing = False
             if report is not None and report.acted:
                 self.stdout.write(f"sentinel: pass {passes}: {report.summary()}")
                 for name in ("enqueued", "recovered", "failed", "restored"):
