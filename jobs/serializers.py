@@ -13,6 +13,7 @@ from .models import Job
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
 MAX_QUEUE_NAME = 32
+LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
 SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay"})
 
 
@@ -89,6 +90,12 @@ class JobSubmitSerializer(serializers.Serializer):
     def validate_timeout(self, value: int) -> int:
         if value > settings.SENTINELFLOW_MAX_TIMEOUT:
             raise serializers.ValidationError(f"Ensure this value is at most {settings.SENTINELFLOW_MAX_TIMEOUT}.")
+        return value
+
+    def validate_run_at(self, value: dt.datetime) -> dt.datetime:
+        # The scheduler rounds run_at up to a whole second: the last second of the calendar would overflow.
+        if value > LATEST_RUN_AT:
+            raise serializers.ValidationError(f"Ensure this is at most {LATEST_RUN_AT:%Y-%m-%dT%H:%M:%SZ}.")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def literal_target_error(url: str) -> str | None:
 
 class WebhookPayload(serializers.Serializer):
     url = serializers.URLField(max_length=2048)
-    body = serializers.JSONField(required=False, default=None)
+    body = serializers.JSONField(required=False, default=None, allow_null=True)
     headers = serializers.DictField(child=serializers.CharField(max_length=4096), required=False, default=dict)
 
     def validate_url(self, value: str) -> str:
