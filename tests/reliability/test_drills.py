@@ -6,6 +6,7 @@ accepted job did not end `succeeded` in time. The sentinel runs a pass every sec
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -179,5 +180,11 @@ def test_two_sentinels_enqueue_each_pending_job_once(drill: Drill) -> None:
     drill.report("two-sentinels", accepted, outcomes)
     assert {attempts for _, attempts in outcomes.values()} == {1}
     assert enqueued_total(api) == 300
-    assert first.alive() and second.alive()
     assert "enqueued" in first.output() + second.output()
+    for sentinel in (first, second):  # SIGTERM: each ends its pass, says what it did in all, and exits 0
+        sentinel.popen.send_signal(signal.SIGTERM)
+        assert sentinel.popen.wait(timeout=10) == 0, sentinel.output()
+    totals = [
+        int(re.search(r"stopped after \d+ pass\(es\): enqueued (\d+)", s.output()).group(1)) for s in (first, second)
+    ]
+    assert sum(totals) == 300, totals
