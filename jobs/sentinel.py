@@ -171,12 +171,15 @@ class Sentinel:
                 yield from self._diagnose(batch, members)
                 self._refresh_lock()
 
-    def _confirm(self, suspects: list[Suspect]) -> list[Suspect]:
+    def _confirm(self, suspects: list[Suspect]) -> Iterator[Suspect]:
         """The suspects that still look lost, with their rows unchanged since the first look."""
-        first = {suspect.job.pk: suspect for suspect in suspects}
-        fresh = list(Job.objects.filter(pk__in=first).order_by("id"))
-        still = self._diagnose(fresh, QueueMembers(self.connection))
-        return [suspect for suspect in still if suspect.seen == first[suspect.job.pk].seen]
+        members = QueueMembers(self.connection)
+        for start in range(0, len(suspects), BATCH_SIZE):
+            first = {suspect.job.pk: suspect for suspect in suspects[start : start + BATCH_SIZE]}
+            fresh = list(_scanned(Job.objects.filter(pk__in=first)).order_by("id"))
+            for suspect in self._diagnose(fresh, members):
+                if suspect.seen == first[suspect.job.pk].seen:
+                    yield suspect
 
     def _diagnose(self, jobs: list[Job], members: QueueMembers) -> list[Suspect]:
         if not jobs:
@@ -224,7 +227,7 @@ class Sentinel:
         """Rows in id order, BATCH_SIZE at a time, each batch read fresh (keyset pagination)."""
         last = 0
         while True:
-            batch = list(queryset.filter(pk__gt=last).order_by("id")[:BATCH_SIZE])
+            batch = list(_scanned(queryset).filter(pk__gt=last).order_by("id")[:BATCH_SIZE])
             if not batch:
                 return
             yield batch
@@ -263,6 +266,11 @@ class Sentinel:
     def _release(self) -> None:
         redis_store.compare_and_delete(self.connection, LOCK_KEY, self._token)
         self._token = ""  # not reached when Redis fails: the next pass takes the lock back (see _acquire)
+
+
+def _scanned(queryset):
+    # The sentinel reads statuses and times; a job's payload, result and error may be large and stay unread.
+    return queryset.defer("payload", "result", "error")
 
 
 class QueueMembers:
