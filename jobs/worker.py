@@ -117,6 +117,17 @@ class _ThreadWorker(Worker):
     """One of a ConcurrentWorker's extra workers: runs in a thread, so no signals of its own."""
 
     death_penalty_class = TimerDeathPenalty
+    # How often an idle extra worker looks up from the queue to see whether it was asked to stop.
+    STOP_CHECK_SECONDS = 2
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        # RQ waits on the queue until a job comes (rechecking nothing else); only the main thread gets
+        # signals, so wait in short slices and give up when the ConcurrentWorker relays a stop.
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=self.STOP_CHECK_SECONDS)
+            if result is not None or timeout is None:  # a job, or a burst worker with empty queues
+                return result
+        return None
 
     def _install_signal_handlers(self):
         pass  # only the main thread may handle signals; the ConcurrentWorker relays stop requests
