@@ -125,20 +125,13 @@ def job_submit(
         if existing is not None:
             return existing, False
     submitted_at = now()
-    scheduled = run_at is not None and run_at > submitted_at
-    job = Job(
-        type=type,
-        payload=payload,
-        queue=queue,
-        max_retries=settings.SENTINELFLOW_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
-        timeout=timeout or settings.SENTINELFLOW_DEFAULT_TIMEOUT,
-        run_at=run_at,
-        status=S.SCHEDULED if scheduled else S.QUEUED,
-        created_at=submitted_at,
-        enqueued_at=None if scheduled else submitted_at,
+    item = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
+    job = _new_job(
+        {**item, "run_at": run_at},
+        submitted_at=submitted_at,
         submitted_by=submitted_by,
         idempotency_key=idempotency_key,
-        request_fingerprint=fingerprint,
+        fingerprint=fingerprint,
     )
     try:
         with transaction.atomic():
@@ -153,6 +146,29 @@ def job_submit(
             raise
         return existing, False
     return job, True
+
+
+def _new_job(
+    item: dict[str, Any], *, submitted_at: datetime, submitted_by: str, idempotency_key: str | None, fingerprint: str
+) -> Job:
+    """An unsaved Job for one validated submission: `queued`, or `scheduled` when run_at is ahead."""
+    run_at = item.get("run_at")
+    scheduled = run_at is not None and run_at > submitted_at
+    max_retries = item.get("max_retries")
+    return Job(
+        type=item["type"],
+        payload=item["payload"],
+        queue=item.get("queue") or "default",
+        max_retries=settings.SENTINELFLOW_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        timeout=item.get("timeout") or settings.SENTINELFLOW_DEFAULT_TIMEOUT,
+        run_at=run_at,
+        status=S.SCHEDULED if scheduled else S.QUEUED,
+        created_at=submitted_at,
+        enqueued_at=None if scheduled else submitted_at,
+        submitted_by=submitted_by,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
 
 
 def job_submit_batch(
@@ -174,26 +190,12 @@ def job_submit_batch(
         if existing is not None:
             return existing, False
     submitted_at = now()
-    jobs = []
-    for item, key in zip(items, keys, strict=True):
-        run_at = item.get("run_at")
-        scheduled = run_at is not None and run_at > submitted_at
-        jobs.append(
-            Job(
-                type=item["type"],
-                payload=item["payload"],
-                queue=item.get("queue", "default"),
-                max_retries=item.get("max_retries", settings.SENTINELFLOW_DEFAULT_MAX_RETRIES),
-                timeout=item.get("timeout") or settings.SENTINELFLOW_DEFAULT_TIMEOUT,
-                run_at=run_at,
-                status=S.SCHEDULED if scheduled else S.QUEUED,
-                created_at=submitted_at,
-                enqueued_at=None if scheduled else submitted_at,
-                submitted_by=submitted_by,
-                idempotency_key=key,
-                request_fingerprint=fingerprint,
-            )
+    jobs = [
+        _new_job(
+            item, submitted_at=submitted_at, submitted_by=submitted_by, idempotency_key=key, fingerprint=fingerprint
         )
+        for item, key in zip(items, keys, strict=True)
+    ]
     try:
         with transaction.atomic():
             Job.objects.bulk_create(jobs)

@@ -70,6 +70,20 @@ THROTTLED = error("Over the request budget of the key (or address); retry after 
 DATETIME_OR_EMPTY = {"type": "string", "anyOf": [{"format": "date-time"}, {"enum": [""]}]}
 # Reads need no key unless READS_REQUIRE_KEY=1: the empty requirement says "anonymous allowed".
 OPEN_READS = [{"ApiKeyAuth": []}, {"cookieAuth": []}, {}]
+
+
+def job_action_responses(*, conflict: str) -> dict:
+    """The responses of POST /jobs/{id}/retry and /cancel, which differ only in why they conflict."""
+    return {
+        202: JobSerializer,
+        401: error("Missing or unknown API key"),
+        403: error("The key's scope does not allow writes"),
+        404: error("No such job"),
+        409: error(conflict),
+        429: THROTTLED,
+    }
+
+
 BatchResult = inline_serializer("BatchResult", {"jobs": JobSerializer(many=True)})
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -197,14 +211,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(
         summary="Retry a failed or cancelled job",
         request=None,
-        responses={
-            202: JobSerializer,
-            401: error("Missing or unknown API key"),
-            403: error("The key's scope does not allow writes"),
-            404: error("No such job"),
-            409: error("The job is not failed or cancelled"),
-            429: THROTTLED,
-        },
+        responses=job_action_responses(conflict="The job is not failed or cancelled"),
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, job_id=None):
@@ -214,14 +221,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(
         summary="Cancel a job that has not finished",
         request=None,
-        responses={
-            202: JobSerializer,
-            401: error("Missing or unknown API key"),
-            403: error("The key's scope does not allow writes"),
-            404: error("No such job"),
-            409: error("The job has already finished"),
-            429: THROTTLED,
-        },
+        responses=job_action_responses(conflict="The job has already finished"),
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, job_id=None):
