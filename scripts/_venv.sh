@@ -11,8 +11,9 @@ fi
 stamp="$VENV/.installed-$(basename "$requirements")"
 digest="$(cat "$ROOT/requirements.txt" "$requirements" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -r "$requirements"
+  # (This machine's pip configuration names local mirrors that may be absent: hide those warnings only.)
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip 2> >(grep -v "^WARNING: Location" >&2)
+  "$VENV/bin/python" -m pip install --quiet -r "$requirements" 2> >(grep -v "^WARNING: Location" >&2)
   echo "$digest" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

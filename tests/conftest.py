@@ -56,9 +56,7 @@ def run_worker():
     from jobs.worker import Worker
 
     def run() -> None:
-        Worker(redis_store.queues(), connection=redis_store.connection()).work(
-            burst=True, logging_level="WARNING"
-        )
+        Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="WARNING")
 
     return run
 
