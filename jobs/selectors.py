@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rest_framework import exceptions as drf_exceptions
 from rq import Worker
 
 from . import redis_store
@@ -31,14 +33,30 @@ def job_list() -> QuerySet[Job]:
     return Job.objects.all()
 
 
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 filter compared in UTC: ISO allows offsets up to ±24 h, PostgreSQL only ±16 h."""
+
+    def __init__(self, *args, param: str, **kwargs):
+        self.param = param
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(dt.UTC)
+            except OverflowError:
+                raise drf_exceptions.ValidationError({self.param: ["Date out of range."]}) from None
+        return super().filter(qs, value)
+
+
 class JobFilter(django_filters.FilterSet):
     """GET /jobs filters; an unknown value is a 400 naming the parameter."""
 
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
     type = django_filters.ChoiceFilter(choices=lambda: [(name, name) for name in job_type_names()])
     queue = django_filters.ChoiceFilter(choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES])
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", param="created_after")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", param="created_before")
 
     class Meta:
         model = Job

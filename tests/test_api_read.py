@@ -128,3 +128,19 @@ def test_reads_can_require_a_key(anon, api, settings):
 
     assert anon.get("/jobs").status_code == 401
     assert api.get("/jobs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("created_before=0226-09-04T13:47:59-21:17", 200),  # ISO allows it; PostgreSQL's offsets stop at 16 h
+        ("created_after=2026-01-01T00:00:00%2B23:59", 200),
+        ("created_after=0001-01-01T00:00:00%2B05:00", 400),  # before year 1 once in UTC
+    ],
+)
+def test_odd_but_valid_offsets_are_compared_in_utc(anon, query, status):
+    make_jobs(1)
+
+    response = anon.get(f"/jobs?{query}")
+
+    assert response.status_code == status, response.content
