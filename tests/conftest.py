@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 API_KEY = "dev-key"
+
+
+# CI runs the property tests (hypothesis, schemathesis) on fixed seeds: a red build must mean a change
+# broke something, not that a new random example turned up; locally they explore afresh each run.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def pytest_configure(config):
