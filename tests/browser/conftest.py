@@ -32,7 +32,10 @@ def chromium_path() -> str:
     for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")):
         if candidate:
             return candidate
-    pytest.fail("Chromium is needed for the browser tests: apt-get install chromium (or set CHROMIUM)")
+    reason = "Chromium is needed for the browser tests: apt-get install chromium (or set CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)  # .ci/run installs it: missing there is a broken CI, not a skip
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(items):
