@@ -374,33 +374,22 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
     failures_in_budget = job.attempts - job.budget_start
     retry = not isinstance(error, PermanentJobError) and not attempts_spent(job)
     text = format_error(error)
+    delay = retry_backoff(failures_in_budget) if retry else None
+    # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
+    # the whole second below is the earliest it can run, so started_at >= run_at holds.
+    next_run = {"run_at": (finished_at + timedelta(seconds=delay)).replace(microsecond=0)} if retry else {}
     try:
-        if retry:
-            delay = retry_backoff(failures_in_budget)
-            job = _transition(
-                job,
-                S.RETRYING,
-                actor=actor,
-                sources=[S.STARTED],
-                expect_attempts=job.attempts,
-                refresh=False,
-                error=text,
-                finished_at=finished_at,
-                # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
-                # the whole second below is the earliest it can run, so started_at >= run_at holds.
-                run_at=(finished_at + timedelta(seconds=delay)).replace(microsecond=0),
-            )
-        else:
-            job = _transition(
-                job,
-                S.FAILED,
-                actor=actor,
-                sources=[S.STARTED],
-                expect_attempts=job.attempts,
-                refresh=False,
-                error=text,
-                finished_at=finished_at,
-            )
+        job = _transition(
+            job,
+            S.RETRYING if retry else S.FAILED,
+            actor=actor,
+            sources=[S.STARTED],
+            expect_attempts=job.attempts,
+            refresh=False,
+            error=text,
+            finished_at=finished_at,
+            **next_run,
+        )
     except InvalidTransition:
         return None  # cancelled while it ran, or given up for lost and run again
     with metrics.record() as batch:
@@ -410,7 +399,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
             batch.inc("jobs_enqueued_total", job.type, job.queue)
         else:
             batch.inc("jobs_failed_total", job.type)
-    return delay if retry else None
+    return delay
 
 
 def attempts_spent(job: Job) -> bool:
