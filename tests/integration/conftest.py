@@ -32,6 +32,7 @@ from .harness import (
     Api,
     Stack,
     Workers,
+    connect_admin,
     free_port,
     read_log,
     redis_server_executable,
@@ -74,16 +75,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterat
         stop(process)
 
 
-def _connect_admin(url: str):
-    """An autocommit connection to the PostgreSQL server of `url`: its database, else the `postgres` one."""
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError:
-        return psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=5)
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server_url = os.environ.get("DATABASE_URL", "")
@@ -95,12 +86,12 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from psycopg import sql
 
     name = f"sentinelflow_it_{secrets.token_hex(6)}"
-    with _connect_admin(server_url) as connection:
+    with connect_admin(server_url) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
-        with _connect_admin(server_url) as connection:
+        with connect_admin(server_url) as connection:
             connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

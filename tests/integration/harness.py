@@ -192,6 +192,16 @@ class Stack:
         return env
 
 
+def connect_admin(url: str):
+    """An autocommit connection to the PostgreSQL server of `url`: its database, else the `postgres` one."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        return psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=5)
+
+
 def redis_server_executable() -> str:
     found = shutil.which("redis-server")
     if found:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.integration.harness import LOG_TAIL_CHARS, REPO_ROOT, TEST_LOGS, read_log
+from tests.integration.harness import LOG_TAIL_CHARS, REPO_ROOT, TEST_LOGS, connect_admin, read_log
 
 from .drills import Drill
 
@@ -46,15 +46,6 @@ def _migrate(database_url: str, log: Path) -> None:
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         pytest.fail(f"manage.py migrate failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-
-def _connect_admin(url: str):
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError:
-        return psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -83,14 +74,14 @@ def new_database(tmp_path_factory: pytest.TempPathFactory, drill_logs: Path) -> 
     prefix = f"sentinelflow_drill_{secrets.token_hex(4)}"
     template = f"{prefix}_template"
     created = [template]
-    with _connect_admin(server_url) as connection:
+    with connect_admin(server_url) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
     try:
         _migrate(url_for(template), drill_logs / "migrate.log")
 
         def clone() -> str:
             name = f"{prefix}_{len(created)}"
-            with _connect_admin(server_url) as connection:
+            with connect_admin(server_url) as connection:
                 connection.execute(
                     sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
                 )
@@ -99,7 +90,7 @@ def new_database(tmp_path_factory: pytest.TempPathFactory, drill_logs: Path) -> 
 
         yield clone
     finally:
-        with _connect_admin(server_url) as connection:
+        with connect_admin(server_url) as connection:
             for name in reversed(created):
                 connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
