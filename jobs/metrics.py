@@ -56,6 +56,11 @@ class MetricsBatch:
     def __init__(self) -> None:
         self.counts: list[tuple[str, tuple[str, ...], int]] = []
         self.observations: list[tuple[str, str, float]] = []
+        self.steps: list[redis_store.PipelineStep] = []
+
+    def also(self, step: redis_store.PipelineStep) -> None:
+        """Send other commands in the same round trip (a job lease taken or released with its transition)."""
+        self.steps.append(step)
 
     def inc(self, name: str, *labels: str, amount: int = 1) -> None:
         assert name in COUNTERS and len(labels) == len(COUNTERS[name][1]), name
@@ -76,6 +81,8 @@ class MetricsBatch:
             bucket = next(index for index, bound in enumerate(BUCKETS) if seconds <= bound)
             pipe.hincrby(key, f"{job_type}{HISTOGRAM_SEPARATOR}{bucket}", 1)
             pipe.hincrbyfloat(key, f"{job_type}{HISTOGRAM_SEPARATOR}sum", seconds)
+        for step in self.steps:
+            step(pipe)
 
 
 @contextmanager
@@ -83,14 +90,14 @@ def record() -> Iterator[MetricsBatch]:
     """Collect increments in the block, then send them in one pipeline."""
     batch = MetricsBatch()
     yield batch
-    if not (batch.counts or batch.observations):
+    if not (batch.counts or batch.observations or batch.steps):
         return
     try:
         pipe = redis_store.connection().pipeline(transaction=False)
         batch.add_to(pipe)
         pipe.execute()
     except RedisError as error:
-        logger.warning("metrics not recorded, Redis unavailable: %s", error)
+        logger.warning("metrics not recorded, Redis unavailable: %s", error)  # (a lease is written again by its keeper)
 
 
 def live_worker_count() -> int:

@@ -8,19 +8,26 @@ metrics all follow REDIS_URL (or fakeredis when TESTING=1).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
+import time
+from collections.abc import Callable
 
 import django_rq
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from redis.retry import Retry
 from rq import Queue
 
 logger = logging.getLogger(__name__)
+
+# Adds commands to a pipeline that someone else sends.
+PipelineStep = Callable[[Pipeline], None]
 
 
 def connection() -> Redis:
@@ -71,47 +78,104 @@ def lease_key(job_id: str) -> str:
     return f"{LEASE_PREFIX}{job_id}"
 
 
-class JobLease:
-    """`with JobLease(job_id):` holds the job's lease while the block runs.
+class LeaseKeeper:
+    """Refreshes the leases this process holds, all of them in one pipeline, from one daemon thread.
 
-    A daemon thread refreshes the key, so a handler that blocks (sleeps, waits on I/O) keeps it.
-    Redis errors are logged and retried at the next refresh: losing Redis must not fail the job.
-    Two runs of one job (a duplicate delivery) share the key; each deletes it only if it holds
-    the last token written, and the other run writes it again at its next refresh.
+    A lease is a hash with one field per run holding it: two runs of one job (a duplicate delivery)
+    each add and remove only their own field, so no compare-and-delete is needed, and the key
+    lives while any run refreshes it. The thread is started on first use in each process (a
+    forked work horse gets its own). Redis errors are logged and retried at the next refresh:
+    losing Redis must not fail a job.
     """
 
-    def __init__(self, job_id: str, *, ttl: int | None = None, refresh: float | None = None) -> None:
+    def __init__(self, *, ttl: int = LEASE_TTL, refresh: float = LEASE_REFRESH) -> None:
+        self.ttl = ttl
+        self.refresh = refresh
+        self._held: dict[str, str] = {}  # token -> key
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def write(self, pipe, key: str, token: str) -> None:
+        pipe.hset(key, token, 1)
+        pipe.expire(key, self.ttl)
+
+    def hold(self, key: str, token: str) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # a fork inherits the parent's leases, not the thread refreshing them
+                self._pid, self._held, self._thread = os.getpid(), {}, None
+            self._held[token] = key
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._keep, name="job leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._held.pop(token, None)
+
+    def _keep(self) -> None:
+        while True:
+            time.sleep(self.refresh)
+            with self._lock:
+                if not self._held:
+                    self._thread = None  # idle: the next hold starts a new thread
+                    return
+                held = list(self._held.items())
+            try:
+                with connection().pipeline(transaction=False) as pipe:
+                    for token, key in held:
+                        self.write(pipe, key, token)
+                    pipe.execute()
+            except RedisError as error:
+                logger.warning("%d job lease(s) not refreshed: %s", len(held), error)
+
+
+leases = LeaseKeeper()
+
+
+class JobLease:
+    """The lease of one run of a job: `take` it once the run is recorded as started, `release` it at the end.
+
+    Either can ride on a pipeline the caller sends anyway (`via=batch.also`, the transition's
+    metrics), so a lease costs no round trip of its own; without `via` each sends its own.
+    """
+
+    def __init__(self, job_id: str, *, keeper: LeaseKeeper | None = None) -> None:
         self.key = lease_key(job_id)
         self.token = secrets.token_hex(8)
-        self.ttl = ttl or LEASE_TTL
-        self.refresh = refresh or LEASE_REFRESH
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.keeper = keeper or leases
+        self.held = False
+
+    def take(self, via: Callable[[PipelineStep], None] | None = None) -> None:
+        # Kept from now on, even if this first write is lost with its pipeline.
+        self.keeper.hold(self.key, self.token)
+        self.held = True
+        self._send(lambda pipe: self.keeper.write(pipe, self.key, self.token), via, "not written")
+
+    def release(self, via: Callable[[PipelineStep], None] | None = None) -> None:
+        if not self.held:
+            return
+        self.keeper.drop(self.token)
+        self.held = False
+        self._send(lambda pipe: pipe.hdel(self.key, self.token), via, f"not released (expires in {self.keeper.ttl} s)")
+
+    def _send(self, step: PipelineStep, via: Callable[[PipelineStep], None] | None, failure: str) -> None:
+        if via is not None:
+            via(step)
+            return
+        try:
+            with connection().pipeline(transaction=False) as pipe:
+                step(pipe)
+                pipe.execute()
+        except RedisError as error:
+            logger.warning("lease %s %s: %s", self.key, failure, error)
 
     def __enter__(self) -> JobLease:
-        self._write()
-        self._thread = threading.Thread(target=self._keep, name=f"lease {self.key}", daemon=True)
-        self._thread.start()
+        self.take()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.refresh + 1)
-        try:
-            compare_and_delete(connection(), self.key, self.token)
-        except RedisError as error:
-            logger.warning("lease %s not released (it expires in %s s): %s", self.key, self.ttl, error)
-
-    def _keep(self) -> None:
-        while not self._stop.wait(self.refresh):
-            self._write()
-
-    def _write(self) -> None:
-        try:
-            connection().set(self.key, self.token, ex=self.ttl)
-        except RedisError as error:
-            logger.warning("lease %s not refreshed: %s", self.key, error)
+        self.release()
 
 
 def compare_and_delete(client: Redis, key: str, token: str) -> bool:

@@ -27,7 +27,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.queue import Queue
 
-from . import metrics, redis_store
+from . import metrics, redis_store, sql
 from .exceptions import IdempotencyKeyReused, InvalidTransition, PermanentJobError
 from .models import ApiKey, ApiScope, Job, JobEvent, JobStatus
 
@@ -80,6 +80,23 @@ def _transition(
     allowed = sources if sources is not None else _sources(target)
     stamp = now()
     previous = job.status
+    if not refresh and sql.supported():
+        moved = sql.move(
+            lookup="id",
+            value=job.pk,
+            allowed=allowed,
+            target=target,
+            stamp=stamp,
+            actor=actor,
+            changes=changes,
+            expect_attempts=expect_attempts,
+        )
+        if not moved:
+            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
+        for field, value in {"status": target, "updated_at": stamp, **changes}.items():
+            setattr(job, field, value)
+        return job
     match = {} if expect_attempts is None else {"attempts": expect_attempts}
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
@@ -310,29 +327,32 @@ def job_enqueue(*, job: Job, actor: str = "sentinel") -> Job:
     return job
 
 
-def job_start(*, job_id: str, actor: str = "worker") -> Job | None:
-    """Mark a run as started (attempt + 1). None when the job must not run: cancelled, finished or unknown."""
-    job = Job.objects.filter(job_id=job_id).first()
-    if job is None:
-        logger.warning("job %s not started: no such job in the database", job_id)
-        return None
-    try:
-        job = _transition(
-            job,
-            S.STARTED,
+def job_start(*, job_id: str, actor: str = "worker", lease: redis_store.JobLease | None = None) -> Job | None:
+    """Mark a run as started (attempt + 1) and take its lease. None when the job must not run:
+    cancelled, finished, started meanwhile by a duplicate delivery, or unknown."""
+    started_at = now()
+    if sql.supported():
+        job = sql.move(
+            lookup="job_id",
+            value=job_id,
+            allowed=list(RUNNABLE_STATUSES),
+            target=S.STARTED,
+            stamp=started_at,
             actor=actor,
-            sources=list(RUNNABLE_STATUSES),
-            expect_attempts=job.attempts,  # a duplicate delivery that started meanwhile wins; this one stops
-            refresh=False,
-            attempts=job.attempts + 1,
-            started_at=now(),
-            finished_at=None,
+            changes={"started_at": started_at, "finished_at": None},
+            count_attempt=True,
+            returning_row=True,
         )
-    except InvalidTransition:
-        logger.info("job %s not started: it is no longer runnable", job_id)
+    else:
+        job = _start_with_orm(job_id, started_at, actor)
+    if job is None:
+        logger.info("job %s not started: it is unknown or no longer runnable", job_id)
         return None
-    started_at = job.started_at
     with metrics.record() as batch:
+        if lease is not None:
+            # Taken just after the row says `started`: the sentinel looks twice, LEASE_REFRESH + 1 s apart,
+            # before it calls a run lost, far longer than this gap.
+            lease.take(via=batch.also)
         batch.inc("jobs_started_total", job.type)
         # A scheduled or retried job waits from when it became due, not from when it was stored.
         waiting_since = max(filter(None, [job.enqueued_at, job.run_at]), default=None)
@@ -341,12 +361,34 @@ def job_start(*, job_id: str, actor: str = "worker") -> Job | None:
     return job
 
 
-def job_succeed(*, job: Job, result: Any, actor: str = "worker") -> Job | None:
-    """Record the result of a finished run. None when the job was cancelled meanwhile, or this run was
-    given up for lost (its lease expired) and the job sent round again."""
+def _start_with_orm(job_id: str, started_at: datetime, actor: str) -> Job | None:
+    job = Job.objects.filter(job_id=job_id).first()
+    if job is None:
+        return None
+    try:
+        return _transition(
+            job,
+            S.STARTED,
+            actor=actor,
+            sources=list(RUNNABLE_STATUSES),
+            expect_attempts=job.attempts,  # a duplicate delivery that started meanwhile wins; this one stops
+            refresh=False,
+            attempts=job.attempts + 1,
+            started_at=started_at,
+            finished_at=None,
+        )
+    except InvalidTransition:
+        return None
+
+
+def job_succeed(
+    *, job: Job, result: Any, actor: str = "worker", lease: redis_store.JobLease | None = None
+) -> Job | None:
+    """Record the result of a finished run and release its lease. None when the job was cancelled
+    meanwhile, or this run was given up for lost (its lease expired) and the job sent round again."""
     finished_at = now()
     try:
-        job = _transition(
+        moved = _transition(
             job,
             S.SUCCEEDED,
             actor=actor,
@@ -357,15 +399,21 @@ def job_succeed(*, job: Job, result: Any, actor: str = "worker") -> Job | None:
             finished_at=finished_at,
         )
     except InvalidTransition:
-        return None
+        moved = None
     with metrics.record() as batch:
-        batch.inc("jobs_succeeded_total", job.type)
-        batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
-    return job
+        if lease is not None:
+            lease.release(via=batch.also)
+        if moved is not None:
+            batch.inc("jobs_succeeded_total", job.type)
+            batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
+    return moved
 
 
-def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -> int | None:
-    """Record a failed run. Returns the backoff in seconds when the job will be retried, None when it failed.
+def job_fail_attempt(
+    *, job: Job, error: BaseException, actor: str = "worker", lease: redis_store.JobLease | None = None
+) -> int | None:
+    """Record a failed run and release its lease. Returns the backoff in seconds when the job will be
+    retried, None when it failed (or was cancelled or given up for lost meanwhile).
 
     A PermanentJobError is never retried; otherwise a job runs at most 1 + max_retries times
     per retry budget.
@@ -379,7 +427,7 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
     # the whole second below is the earliest it can run, so started_at >= run_at holds.
     next_run = {"run_at": (finished_at + timedelta(seconds=delay)).replace(microsecond=0)} if retry else {}
     try:
-        job = _transition(
+        moved = _transition(
             job,
             S.RETRYING if retry else S.FAILED,
             actor=actor,
@@ -391,8 +439,12 @@ def job_fail_attempt(*, job: Job, error: BaseException, actor: str = "worker") -
             **next_run,
         )
     except InvalidTransition:
-        return None  # cancelled while it ran, or given up for lost and run again
+        moved = None  # cancelled while it ran, or given up for lost and run again
     with metrics.record() as batch:
+        if lease is not None:
+            lease.release(via=batch.also)
+        if moved is None:
+            return None
         batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
         if retry:
             batch.inc("jobs_retried_total", job.type, "auto")

@@ -21,17 +21,20 @@ def run_job(job_id: str) -> Any:
     is to be retried, an rq.Retry is returned so that RQ reschedules this same
     RQ job after the backoff (run by a worker started with --with-scheduler).
     """
-    # The lease says "this job is running" for as long as this process lives; the sentinel runs the
-    # job again once it expires. It is taken before the start is recorded, so that a job whose row
-    # says `started` always has one.
-    with redis_store.JobLease(job_id):
-        return _run(job_id)
+    # The lease says "this run is alive" for as long as this process lives; the sentinel runs the
+    # job again once it expires. Taking and releasing it ride on the start's and the outcome's
+    # metrics pipelines; `finally` releases it on any other way out (a stop, a warm shutdown).
+    lease = redis_store.JobLease(job_id)
+    try:
+        return _run(job_id, lease)
+    finally:
+        lease.release()
 
 
-def _run(job_id: str) -> Any:
+def _run(job_id: str, lease: redis_store.JobLease) -> Any:
     current = get_current_job()
     actor = f"worker:{current.worker_name}" if current is not None and current.worker_name else "worker"
-    job = services.job_start(job_id=job_id, actor=actor)
+    job = services.job_start(job_id=job_id, actor=actor, lease=lease)
     if job is None:
         return None
     job_type = get_job_type(job.type)
@@ -42,12 +45,12 @@ def _run(job_id: str) -> Any:
         result = job_type.run(job.payload, context)
     except Exception as error:  # noqa: BLE001 - any handler failure is a failed attempt, including RQ's timeout
         logger.info("job %s attempt %s failed: %r", job_id, job.attempts, error)
-        delay = services.job_fail_attempt(job=job, error=error, actor=actor)
+        delay = services.job_fail_attempt(job=job, error=error, actor=actor, lease=lease)
         if delay is None:
             return None
         # RQ counts its own retries of this RQ job; the database decides, so RQ's cap only needs to stay above.
         return Retry(max=job.attempts + 1, interval=delay)
-    services.job_succeed(job=job, result=result, actor=actor)
+    services.job_succeed(job=job, result=result, actor=actor, lease=lease)
     return None
 
 

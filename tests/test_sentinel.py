@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework import serializers
 from rq.job import Job as RQJob
 
-from jobs import redis_store, sentinel, services
+from jobs import metrics, redis_store, sentinel, services
 from jobs.exceptions import InvalidTransition
 from jobs.handlers import REGISTRY, JobType
 from jobs.models import Job, JobStatus
@@ -411,14 +411,40 @@ def test_a_run_holds_its_jobs_lease_while_its_handler_runs(monkeypatch, submit, 
 def test_a_lease_is_refreshed_while_held_and_released_only_by_its_holder():
     client = redis_store.connection()
     key = redis_store.lease_key("j1")
-    with redis_store.JobLease("j1", ttl=5, refresh=0.05):
+    keeper = redis_store.LeaseKeeper(ttl=5, refresh=0.05)
+    with redis_store.JobLease("j1", keeper=keeper):
         client.expire(key, 1)
         deadline = time.monotonic() + 3  # a loaded machine may delay the refresh thread
         while client.ttl(key) <= 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.ttl(key) > 1  # written again by the refresh thread
-        client.set(key, "a duplicate run's token")
-    assert client.get(key) == b"a duplicate run's token"
+        assert client.ttl(key) > 1  # written again by the keeper's thread
+        client.hset(key, "a duplicate run's token", 1)
+    assert client.hkeys(key) == [b"a duplicate run's token"]  # each run removes only its own field
+
+
+def test_a_released_lease_is_no_longer_refreshed():
+    client = redis_store.connection()
+    key = redis_store.lease_key("j2")
+    keeper = redis_store.LeaseKeeper(ttl=5, refresh=0.05)
+    with redis_store.JobLease("j2", keeper=keeper):
+        assert client.exists(key) == 1
+    time.sleep(0.2)  # several refresh periods: a keeper still refreshing it would have written it back
+    assert client.exists(key) == 0
+
+
+def test_a_lease_rides_on_the_transitions_pipeline(submit):
+    """Taking and releasing the lease add no round trip of their own: both go with the metrics."""
+    job_id = submit({"type": "echo"})["job_id"]
+    lease = redis_store.JobLease(job_id)
+    sent = []
+    with metrics.record() as batch:
+        lease.take(via=lambda step: (sent.append("take"), batch.also(step)))
+    assert redis_store.connection().exists(redis_store.lease_key(job_id)) == 1
+    with metrics.record() as batch:
+        lease.release(via=lambda step: (sent.append("release"), batch.also(step)))
+    lease.release()  # a second release is a no-op
+    assert sent == ["take", "release"]
+    assert redis_store.connection().exists(redis_store.lease_key(job_id)) == 0
 
 
 # --------------------------------------------------------------------------- the command

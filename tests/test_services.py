@@ -68,6 +68,42 @@ def test_start_counts_an_attempt_and_refuses_jobs_not_runnable():
     assert Job.objects.get(pk=job.pk).attempts == 1
 
 
+def test_worker_transitions_return_the_stored_row_and_log_where_each_move_came_from(no_backoff):
+    """job_start/job_fail_attempt/job_succeed: one SQL statement each on PostgreSQL, the ORM elsewhere."""
+    job = make_job(S.RETRYING, payload={"nested": [1, {"a": None}]}, max_retries=1)
+
+    started = services.job_start(job_id=str(job.job_id), actor="worker:w1")
+    stored = Job.objects.get(pk=job.pk)
+    fields = [field.attname for field in Job._meta.concrete_fields]
+    assert {name: getattr(started, name) for name in fields} == {name: getattr(stored, name) for name in fields}
+    assert (stored.status, stored.attempts, stored.payload) == (S.STARTED, 1, {"nested": [1, {"a": None}]})
+
+    assert services.job_fail_attempt(job=started, error=RuntimeError("first"), actor="worker:w1") == 0
+    again = services.job_start(job_id=str(job.job_id), actor="worker:w2")
+    assert services.job_succeed(job=again, result={"ok": [1, 2]}, actor="worker:w2").status == S.SUCCEEDED
+
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.status, stored.attempts, stored.result) == (S.SUCCEEDED, 2, {"ok": [1, 2]})
+    assert stored.started_at <= stored.finished_at <= stored.updated_at
+    assert list(stored.events.order_by("id").values_list("from_status", "to_status", "actor")) == [
+        (S.RETRYING, S.STARTED, "worker:w1"),
+        (S.STARTED, S.RETRYING, "worker:w1"),
+        (S.RETRYING, S.STARTED, "worker:w2"),
+        (S.STARTED, S.SUCCEEDED, "worker:w2"),
+    ]
+
+
+def test_a_late_outcome_of_an_older_attempt_changes_nothing():
+    first = services.job_start(job_id=str(make_job().job_id))
+    services._transition(first, S.QUEUED, actor="sentinel")  # given up for lost and sent round again
+    services.job_start(job_id=str(first.job_id))
+
+    assert services.job_succeed(job=first, result="late") is None
+    stored = Job.objects.get(pk=first.pk)
+    assert (stored.status, stored.attempts, stored.result) == (S.STARTED, 2, None)
+    assert stored.events.count() == 3
+
+
 def test_success_after_cancel_keeps_the_job_cancelled():
     job = services.job_start(job_id=str(make_job().job_id))
     services.job_cancel(job=job, actor="test")
