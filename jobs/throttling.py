@@ -1,31 +1,70 @@
-"""Per-key request throttling on the shared Redis cache (DRF's throttles, so 429 carries Retry-After)."""
+"""Per-key request throttling in the shared Redis (DRF's throttle classes, so 429 carries Retry-After)."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 
-from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
+from . import redis_store
 from .authentication import ApiPrincipal
 
 logger = logging.getLogger(__name__)
 
+KEY_PREFIX = "sentinelflow:throttle:"
+
 
 class FailOpenRateThrottle(SimpleRateThrottle):
-    """A throttle that lets requests through while Redis is down, instead of answering 500.
+    """DRF's sliding-window throttle, kept in a Redis sorted set: one round trip per request.
 
-    With Redis down a submit must still be stored (as `pending`, for the sentinel to enqueue):
-    the job store is the database, and an unthrottled moment costs less than a lost job.
+    DRF's own keeps the window as a pickled list in the cache, read and written back (two round
+    trips, and a list as long as the budget to unpickle and pickle on every request, racy
+    across processes). Here each allowed request is one member scored with its time, and one
+    pipeline drops the expired ones, adds this one and counts; an over-budget request takes its
+    member out again, so refused requests do not count, as in DRF.
+
+    Redis down lets requests through instead of answering 500: a submit must still be stored
+    (as `pending`, for the sentinel to enqueue); an unthrottled moment costs less than a lost job.
     """
 
+    cache_format = KEY_PREFIX + "%(scope)s:%(ident)s"
+
     def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        member = f"{self.now!r}:{secrets.token_hex(4)}"
         try:
-            return super().allow_request(request, view)
-        except (RedisError, ConnectionInterrupted) as error:
+            # No MULTI/EXEC: requests that interleave here only see each other's members a little early.
+            with redis_store.connection().pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
+                pipe.zadd(self.key, {member: self.now})
+                pipe.zcard(self.key)
+                pipe.expire(self.key, self.duration)
+                count = pipe.execute()[2]
+                if count <= self.num_requests:
+                    return True
+                pipe.zrem(self.key, member)
+                pipe.zrange(self.key, 0, 0, withscores=True)
+                oldest = pipe.execute()[1]
+        except RedisError as error:
             logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
             return True
+        # For wait(): the window as DRF would hold it, without this refused request.
+        self.count = count - 1
+        self.oldest = oldest[0][1] if oldest else None
+        return False
+
+    def wait(self):
+        """Seconds until the next request fits the budget, spread over what is left of it (as DRF's)."""
+        remaining = self.duration if self.oldest is None else self.duration - (self.now - self.oldest)
+        available = self.num_requests - self.count + 1
+        return remaining / available if available > 0 else None
 
 
 class ApiKeyRateThrottle(FailOpenRateThrottle):
