@@ -14,12 +14,16 @@ import logging
 import random
 import secrets
 import traceback
+import zlib
+from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
@@ -151,17 +155,16 @@ def job_submit(
         fingerprint=fingerprint,
     )
     try:
-        with transaction.atomic():
-            job.save()
-            JobEvent.objects.create(job=job, at=submitted_at, to_status=job.status, actor=submitted_by)
-            # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
-            transaction.on_commit(lambda: _push(job, counts=[("jobs_submitted_total", (job.type,))]))
+        _insert_jobs([job], at=submitted_at, actor=submitted_by)
     except IntegrityError:
         # Two requests raced with one Idempotency-Key; the other one stored the job.
         existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
         if existing is None:
             raise
         return existing, False
+    # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
+    # (Outside a transaction the row is committed already and this runs at once.)
+    transaction.on_commit(lambda: _push(job, counts=[("jobs_submitted_total", (job.type,))]))
     return job, True
 
 
@@ -214,20 +217,137 @@ def job_submit_batch(
         for item, key in zip(items, keys, strict=True)
     ]
     try:
-        with transaction.atomic():
-            Job.objects.bulk_create(jobs)
-            JobEvent.objects.bulk_create(
-                JobEvent(job=job, at=submitted_at, to_status=job.status, actor=submitted_by) for job in jobs
-            )
-            counts = [("jobs_submitted_total", (job.type,)) for job in jobs]
-            # As for one job: the rows are committed before any worker can see the jobs.
-            transaction.on_commit(lambda: _push_many(jobs, counts=counts))
+        _insert_jobs(jobs, at=submitted_at, actor=submitted_by)
     except IntegrityError:
         existing = _jobs_for_batch_key(submitted_by, keys, fingerprint) if idempotency_key else None
         if existing is None:
             raise
         return existing, False
+    counts = [("jobs_submitted_total", (job.type,)) for job in jobs]
+    # As for one job: the rows are committed before any worker can see the jobs.
+    transaction.on_commit(lambda: _push_many(jobs, counts=counts))
     return jobs, True
+
+
+# The Job columns that differ between the jobs of one submission; _new_job gives every other column
+# (created_at, submitted_by, request_fingerprint, the zeros and blanks) one value for all of them.
+PER_JOB_COLUMNS = (
+    "job_id",
+    "type",
+    "payload",
+    "status",
+    "queue",
+    "max_retries",
+    "timeout",
+    "run_at",
+    "idempotency_key",
+    "enqueued_at",
+)
+
+
+def _insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
+    """Store new jobs (from _new_job) and their first timeline events, all or nothing; sets their pk.
+
+    On PostgreSQL one statement (data-modifying CTEs) inserts both: outside a transaction it
+    commits by itself, so a submit costs one round trip instead of four (BEGIN, two INSERTs,
+    COMMIT). Other databases use the ORM.
+    """
+    db = transaction.get_connection()  # the connection itself, not the thread-local proxy: read often below
+    if db.vendor != "postgresql":
+        with transaction.atomic():
+            if len(jobs) == 1:
+                jobs[0].save()
+            else:
+                Job.objects.bulk_create(jobs)
+            JobEvent.objects.bulk_create(JobEvent(job=job, at=at, to_status=job.status, actor=actor) for job in jobs)
+        return
+    updated_at = timezone.now()  # as auto_now would set it
+    per_job, shared = _job_insert_fields()
+    first = jobs[0]
+    shared_values = [
+        field.get_db_prep_save(updated_at if field.name == "updated_at" else getattr(first, field.attname), db)
+        for field in shared
+    ]
+    encoder = Job._meta.get_field("payload").encoder
+    if len(jobs) == 1:
+        values = [getattr(first, name) for name in PER_JOB_COLUMNS]
+        values[PER_JOB_COLUMNS.index("payload")] = db.ops.adapt_json_value(first.payload, encoder)
+    else:
+        # Many rows go in as one JSON array that PostgreSQL unpacks (json_to_recordset): one C-speed
+        # json.dumps here instead of quoting every value of every row into SQL.
+        values = [json.dumps([_insert_row(job) for job in jobs], cls=encoder)]
+    # Inside a transaction (a test, or a caller's atomic block) a savepoint lets the IntegrityError
+    # of a repeated Idempotency-Key leave that transaction usable, as the ORM path does.
+    with transaction.atomic() if db.in_atomic_block else nullcontext():
+        with db.cursor() as cursor:
+            cursor.execute(_job_insert_statement(many=len(jobs) > 1), [*values, *shared_values, at, actor])
+            ids = dict(cursor.fetchall())
+    alias = db.alias
+    for job in jobs:
+        job.pk = ids[job.job_id]
+        job.updated_at = updated_at
+        job._state.adding = False
+        job._state.db = alias
+
+
+def _insert_row(job: Job) -> dict[str, Any]:
+    """The PER_JOB_COLUMNS values of one job as JSON values (times with their microseconds)."""
+    return {
+        "job_id": str(job.job_id),
+        "type": job.type,
+        "payload": job.payload,
+        "status": job.status,
+        "queue": job.queue,
+        "max_retries": job.max_retries,
+        "timeout": job.timeout,
+        "run_at": job.run_at and job.run_at.isoformat(),
+        "idempotency_key": job.idempotency_key,
+        "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+    }
+
+
+@cache
+def _job_insert_fields() -> tuple[list[Field], list[Field]]:
+    """Job's columns but the primary key: those of PER_JOB_COLUMNS, then the others."""
+    fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
+    per_job = [Job._meta.get_field(name) for name in PER_JOB_COLUMNS]
+    return per_job, [field for field in fields if field.name not in PER_JOB_COLUMNS]
+
+
+@cache
+def _job_insert_statement(*, many: bool) -> str:
+    """The statement of _insert_jobs; its parameters: the PER_JOB_COLUMNS values (all jobs' in one JSON
+    array when `many`), the other columns' values, then the event's time and actor."""
+    per_job, shared = _job_insert_fields()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in [*per_job, *shared])
+    placeholders = ", ".join(["%s"] * len(shared))
+    if many:
+        # The keys of _insert_row, typed without a length (varchar, not varchar(64)): too long a value
+        # then fails the INSERT, as with the ORM, instead of being cut short.
+        types = ", ".join(f"{quote(field.name)} {field.db_type(connection).split('(')[0]}" for field in per_job)
+        names = ", ".join(quote(field.name) for field in per_job)
+        rows = f"""rows AS (
+            SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS ({types})) WITH ORDINALITY AS j({names}, n)
+        ),
+        new_jobs AS (
+            INSERT INTO {quote(Job._meta.db_table)} ({columns})
+            SELECT {names}, {placeholders} FROM rows ORDER BY n
+            RETURNING id, job_id, status
+        )"""
+    else:
+        rows = f"""new_jobs AS (
+            INSERT INTO {quote(Job._meta.db_table)} ({columns})
+            VALUES ({", ".join(["%s"] * len(per_job))}, {placeholders})
+            RETURNING id, job_id, status
+        )"""
+    return f"""
+        WITH {rows}, events AS (
+            INSERT INTO {quote(JobEvent._meta.db_table)} (job_id, at, from_status, to_status, actor)
+            SELECT id, %s, '', status, %s FROM new_jobs ORDER BY id
+        )
+        SELECT job_id, id FROM new_jobs
+    """
 
 
 def _jobs_for_batch_key(submitted_by: str, keys: list[str | None], fingerprint: str) -> list[Job] | None:
@@ -269,27 +389,36 @@ def _push_many(jobs: list[Job], *, counts: list[tuple[str, tuple[str, ...]]] = (
         batch = metrics.MetricsBatch()
         for name, labels in counts:
             batch.inc(name, *labels)
+        like_first: dict[str, _LikeFirstEnqueue] = {}
         with redis_store.connection().pipeline() as pipe:
             for job in jobs:
                 queue = queues.get(job.queue) or queues.setdefault(job.queue, redis_store.queue(job.queue))
-                rq_job = queue.create_job(
-                    run_job,
-                    args=(str(job.job_id),),
-                    job_id=str(job.job_id),
-                    timeout=job.timeout,
-                    result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-                    failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-                    description=f"{job.type} {job.job_id}",
-                )
+                rq_id, description = str(job.job_id), f"{job.type} {job.job_id}"
                 # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
                 # has passed is released by the scheduler at once.
                 backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > now()
-                if job.run_at is not None and (job.status == S.SCHEDULED or backoff_left):
+                scheduled = job.run_at is not None and (job.status == S.SCHEDULED or backoff_left)
+                if not scheduled and job.queue in like_first:
+                    like_first[job.queue].enqueue(pipe, rq_id, description=description, timeout=job.timeout)
+                    batch.inc("jobs_enqueued_total", job.type, job.queue)
+                    continue
+                rq_job = queue.create_job(
+                    run_job,
+                    args=(rq_id,),
+                    job_id=rq_id,
+                    timeout=job.timeout,
+                    result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                    failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                    description=description,
+                )
+                if scheduled:
                     # RQ's scheduler keeps whole seconds and releases what is due within the current second:
                     # round up so that a job never starts before its run_at.
                     queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
                 else:
                     queue.enqueue_job(rq_job, pipeline=pipe)
+                    if queue.is_async and len(jobs) > 1:
+                        like_first[job.queue] = _LikeFirstEnqueue(queue, rq_job)
                 batch.inc("jobs_enqueued_total", job.type, job.queue)
             batch.add_to(pipe)
             pipe.execute()
@@ -303,6 +432,35 @@ def _push_many(jobs: list[Job], *, counts: list[tuple[str, tuple[str, ...]]] = (
         with metrics.record() as batch:  # Redis may be back already; if not this is dropped and logged
             for name, labels in counts:
                 batch.inc(name, *labels)
+
+
+class _LikeFirstEnqueue:
+    """Enqueues more run_job jobs on a queue as RQ enqueued the first one in the same pipeline, without
+    building an RQ Job for each.
+
+    RQ's per-job cost (a Job object, its serializer checked against a Protocol, the status written
+    twice and the queue registry once per job) is half of a batch's enqueue. Jobs of one queue
+    differ only in id, arguments, description and timeout: the hash RQ wrote for the first is the
+    template for the others (which share its created_at and enqueued_at, being enqueued together).
+    tests/test_submit_storage.py compares what this writes with what RQ writes, field by field.
+    """
+
+    def __init__(self, queue: Queue, first: RQJob) -> None:
+        self.queue_key = queue.key
+        # Encoded once as the client would encode them each time: packing the commands is most of the cost.
+        self.encode = queue.connection.get_encoder().encode
+        self.template = {self.encode(field): self.encode(value) for field, value in first.to_dict().items()}
+        self.func_name = first.func_name
+        self.dumps = first.serializer.dumps
+        self.key_prefix = first.redis_job_namespace_prefix
+
+    def enqueue(self, pipe, rq_id: str, *, description: str, timeout: int) -> None:
+        encode = self.encode
+        # What Job.data holds for func(rq_id), compressed as Job.to_dict does.
+        data = zlib.compress(self.dumps((self.func_name, None, (rq_id,), {})))
+        mapping = {**self.template, b"data": data, b"description": encode(description), b"timeout": encode(timeout)}
+        pipe.hset(self.key_prefix + rq_id, mapping=mapping)
+        pipe.rpush(self.queue_key, rq_id)
 
 
 def _ceil_to_second(moment: datetime) -> datetime:

@@ -75,3 +75,19 @@ def test_batch_needs_a_write_key(anon):
 
     assert response.status_code == 401
     assert Job.objects.count() == 0
+
+
+def test_batch_with_redis_down_keeps_every_job_pending(api, monkeypatch):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(redis_store, "connection", lambda: dead)
+
+    response = api.post("/jobs/batch", {"jobs": bodies(3) + [{"type": "echo", "queue": "high"}]}, format="json")
+
+    assert response.status_code == 201
+    assert [job["status"] for job in response.json()["jobs"]] == ["pending"] * 4
+    assert set(Job.objects.values_list("status", flat=True)) == {"pending"}
+    assert JobEvent.objects.filter(to_status="pending", actor="redis unavailable").count() == 4

@@ -221,15 +221,16 @@ def test_submit_with_redis_down_keeps_job_pending(api, monkeypatch):
     assert Job.objects.get().status == JobStatus.PENDING
 
 
-def test_submit_with_database_down_is_503_and_enqueues_nothing(api, monkeypatch):
-    from django.db import OperationalError
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/batch"])
+def test_submit_with_database_down_is_503_and_enqueues_nothing(api, path):
+    from django.db import OperationalError, connection
 
-    def refuse(*args, **kwargs):
+    def refuse(execute, sql, params, many, context):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(Job, "save", refuse)
-
-    response = api.post("/jobs", {"type": "echo"}, format="json")
+    body = {"type": "echo"} if path == "/jobs" else {"jobs": [{"type": "echo"}] * 2}
+    with connection.execute_wrapper(refuse):  # every statement, whichever way the job is stored
+        response = api.post(path, body, format="json")
 
     assert response.status_code == 503
     assert "detail" in response.json()

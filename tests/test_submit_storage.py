@@ -1,0 +1,204 @@
+"""How services.job_submit and job_submit_batch store and enqueue: PostgreSQL's single statement, the
+ORM path of other databases, and the RQ writes of a batch. Every test runs on the database the suite
+runs on; on PostgreSQL the ORM path is also forced (`orm_path`), so that the two are compared there."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+
+from jobs import redis_store, services
+from jobs.models import Job, JobEvent, JobStatus
+from jobs.tasks import run_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ON_POSTGRES = connection.vendor == "postgresql"
+needs_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="the single-statement path is PostgreSQL's")
+ITEMS = [
+    {"type": "echo", "payload": {"n": 1, "text": "é\"'\\\n{}", "deep": [{"a": None}, 1.5, True, 10**20]}},
+    {"type": "echo", "payload": {}, "queue": "high", "max_retries": 0, "timeout": 7},
+    {"type": "sleep", "payload": {"seconds": 0.5}, "queue": "low", "max_retries": 100, "timeout": 86_400},
+]
+ACTOR = "api-key:test"
+
+
+@pytest.fixture
+def orm_path(monkeypatch):
+    """The path of databases other than PostgreSQL, on this one."""
+    monkeypatch.setattr(connections["default"], "vendor", "other")
+
+
+@pytest.fixture
+def fixed_now(monkeypatch):
+    moment = services.now()
+    monkeypatch.setattr(services, "now", lambda: moment)
+    return moment
+
+
+def submit_one(key: str | None = None, **item) -> tuple[Job, bool]:
+    return services.job_submit(**(item or ITEMS[0]), submitted_by=ACTOR, idempotency_key=key, fingerprint="f" * 64)
+
+
+def submit_batch(key: str | None = None, *, run_at=None) -> tuple[list[Job], bool]:
+    items = [dict(item) for item in ITEMS]
+    if run_at is not None:
+        items[1]["run_at"] = run_at
+    return services.job_submit_batch(items=items, submitted_by=ACTOR, idempotency_key=key, fingerprint="f" * 64)
+
+
+def stored(job: Job) -> tuple[dict, list[tuple]]:
+    """A stored job's columns, less its ids, key and write time; and its timeline."""
+    row = Job.objects.filter(pk=job.pk).values().get()
+    for name in ("id", "job_id", "idempotency_key", "updated_at"):
+        row.pop(name)
+    events = list(JobEvent.objects.filter(job_id=job.pk).values_list("at", "from_status", "to_status", "actor"))
+    return row, events
+
+
+@needs_postgres
+def test_postgresql_stores_a_submit_as_the_orm_does(monkeypatch, fixed_now):
+    fast, _ = submit_one("one")
+    with monkeypatch.context() as patch:
+        patch.setattr(connections["default"], "vendor", "other")
+        slow, _ = submit_one("two")
+
+    assert stored(fast) == stored(slow)
+    assert stored(fast)[1] == [(fixed_now, "", JobStatus.QUEUED, ACTOR)]
+    assert Job.objects.get(pk=fast.pk).updated_at == fast.updated_at >= fixed_now
+
+
+@needs_postgres
+def test_postgresql_stores_a_batch_as_the_orm_does(monkeypatch, fixed_now):
+    run_at = fixed_now + timedelta(hours=1, microseconds=7)
+    fast, _ = submit_batch("one", run_at=run_at)
+    with monkeypatch.context() as patch:
+        patch.setattr(connections["default"], "vendor", "other")
+        slow, _ = submit_batch("two", run_at=run_at)
+
+    assert [stored(job) for job in fast] == [stored(job) for job in slow]
+    assert [job.status for job in fast] == [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.QUEUED]
+    assert Job.objects.get(pk=fast[1].pk).run_at == run_at
+    assert [Job.objects.get(pk=job.pk).updated_at for job in fast] == [job.updated_at for job in fast]
+
+
+@pytest.mark.parametrize("path", ["default", "orm"])
+def test_a_batch_is_stored_in_order_with_one_event_each(request, path):
+    if path == "orm":
+        request.getfixturevalue("orm_path")
+
+    jobs, created = submit_batch("order")
+
+    assert created
+    assert [job.pk for job in Job.objects.order_by("id")] == [job.pk for job in jobs]  # ids follow the order given
+    assert [job.idempotency_key for job in Job.objects.order_by("id")] == ["order#0", "order#1", "order#2"]
+    for job, item in zip(jobs, ITEMS, strict=True):
+        row = Job.objects.get(pk=job.pk)
+        assert (row.job_id, row.type, row.payload, row.queue) == (job.job_id, item["type"], item["payload"], job.queue)
+        assert not job._state.adding
+    assert sorted(JobEvent.objects.values_list("job_id", flat=True)) == [job.pk for job in jobs]
+
+
+@pytest.mark.parametrize("path", ["default", "orm"])
+def test_a_key_another_request_stored_meanwhile_returns_that_job(request, monkeypatch, path):
+    """Two requests race with one Idempotency-Key: the unique constraint refuses the second INSERT."""
+    if path == "orm":
+        request.getfixturevalue("orm_path")
+    first, _ = submit_one("race")
+    single_lookup = services._job_for_idempotency_key
+    calls = []
+
+    def not_seen_at_first(*args):
+        calls.append(args)
+        return None if len(calls) == 1 else single_lookup(*args)
+
+    monkeypatch.setattr(services, "_job_for_idempotency_key", not_seen_at_first)
+
+    again, created = submit_one("race")
+
+    assert (again.pk, created, len(calls)) == (first.pk, False, 2)
+    assert Job.objects.count() == JobEvent.objects.count() == 1
+    assert redis_store.queue("default").job_ids == [str(first.job_id)]
+
+
+@pytest.mark.parametrize("path", ["default", "orm"])
+def test_a_batch_key_another_request_stored_meanwhile_returns_those_jobs(request, monkeypatch, path):
+    if path == "orm":
+        request.getfixturevalue("orm_path")
+    first, _ = submit_batch("race")
+    batch_lookup = services._jobs_for_batch_key
+    calls = []
+
+    def not_seen_at_first(*args):
+        calls.append(args)
+        return None if len(calls) == 1 else batch_lookup(*args)
+
+    monkeypatch.setattr(services, "_jobs_for_batch_key", not_seen_at_first)
+
+    again, created = submit_batch("race")
+
+    assert ([job.pk for job in again], created) == ([job.pk for job in first], False)
+    assert Job.objects.count() == JobEvent.objects.count() == 3
+
+
+@pytest.mark.parametrize("path", ["default", "orm"])
+def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_insert_spares_it(request, path):
+    if path == "orm":
+        request.getfixturevalue("orm_path")
+    first, _ = submit_one("k")
+    queue = redis_store.queue("default")
+
+    with transaction.atomic():
+        second, created = submit_one("k2")
+        assert queue.job_ids == [str(first.job_id)]  # not before the commit
+        # A repeated key inside the transaction: the refused INSERT rolls back to its savepoint only.
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            services._insert_jobs(
+                [
+                    services._new_job(
+                        ITEMS[0], submitted_at=services.now(), submitted_by=ACTOR, idempotency_key="k", fingerprint=""
+                    )
+                ],
+                at=services.now(),
+                actor=ACTOR,
+            )
+        assert Job.objects.count() == 2  # the transaction is still usable
+
+    assert created
+    assert queue.job_ids == [str(first.job_id), str(second.job_id)]
+
+
+def test_a_batch_writes_to_redis_what_rq_writes_job_by_job():
+    """The batch enqueue writes, for every job after the first of each queue, the hash RQ would write."""
+    jobs, _ = submit_batch()
+    more, _ = services.job_submit_batch(
+        items=[{"type": "echo", "payload": {"n": n}, "timeout": 10 + n} for n in range(4)], submitted_by=ACTOR
+    )
+    client = redis_store.connection()
+    ours = {str(job.job_id): client.hgetall(f"rq:job:{job.job_id}") for job in [*jobs, *more]}
+    queues = {name: redis_store.queue(name).job_ids for name in ("high", "default", "low")}
+    client.flushall()
+
+    for job in [*jobs, *more]:  # as RQ alone enqueues each one
+        queue = redis_store.queue(job.queue)
+        rq_job = queue.create_job(
+            run_job,
+            args=(str(job.job_id),),
+            job_id=str(job.job_id),
+            timeout=job.timeout,
+            result_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
+            failure_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
+            description=f"{job.type} {job.job_id}",
+        )
+        queue.enqueue_job(rq_job)
+
+    assert {name: redis_store.queue(name).job_ids for name in queues} == queues
+    assert client.smembers("rq:queues") == {b"rq:queue:default", b"rq:queue:high", b"rq:queue:low"}
+    for rq_id, written in ours.items():
+        by_rq = client.hgetall(f"rq:job:{rq_id}")
+        # Jobs enqueued together share the first one's times; RQ stamps each with its own.
+        for field in (b"created_at", b"enqueued_at"):
+            assert written.pop(field) and by_rq.pop(field)
+        assert written == by_rq, rq_id
