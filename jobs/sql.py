@@ -1,21 +1,24 @@
-"""A job transition in one SQL statement, for the worker's hot path on PostgreSQL.
+"""Single-statement writes for the hot paths on PostgreSQL: the worker's transitions and submits.
 
-services._transition does a compare-and-set UPDATE and inserts the timeline row in a
-transaction: with the ORM that is four round trips (the UPDATE, the INSERT, BEGIN and
-COMMIT are sent apart) plus the Python to build each query. On PostgreSQL one statement
-with data-modifying CTEs does the same atomically: it locks the row if its status (and
-attempt count) still allow the move, updates it, logs the event with the status it came
-from, and returns the row. The rules (which moves are allowed, what changes) stay in
-services; this module only runs them. Other databases use the ORM path.
+With the ORM, a transition is a compare-and-set UPDATE plus its timeline row in a
+transaction, and a submit is the job plus its first event: four round trips each (the
+statements, BEGIN and COMMIT are sent apart) plus the Python to build each query. On
+PostgreSQL one statement with data-modifying CTEs does the same atomically. The rules
+(which moves are allowed, what changes, what a new job holds) stay in services; this
+module only runs them. Other databases use the ORM path in services.
 """
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Field
+from django.utils import timezone
 
 from .models import Job, JobEvent
 
@@ -100,3 +103,117 @@ def _converters() -> list[tuple[int, Any, list]]:
         if converters:
             found.append((index, column, converters))
     return found
+
+
+# --------------------------------------------------------------------------- new jobs
+
+# The Job columns that differ between the jobs of one submission; _new_job gives every other column
+# (created_at, submitted_by, request_fingerprint, the zeros and blanks) one value for all of them.
+PER_JOB_COLUMNS = (
+    "job_id",
+    "type",
+    "payload",
+    "status",
+    "queue",
+    "max_retries",
+    "timeout",
+    "run_at",
+    "idempotency_key",
+    "enqueued_at",
+)
+
+
+def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
+    """Insert new jobs and their first timeline events in one statement; sets their pk.
+
+    Outside a transaction the statement commits by itself, so a submit costs one round trip
+    instead of four (BEGIN, two INSERTs, COMMIT).
+    """
+    db = transaction.get_connection()  # the connection itself, not the thread-local proxy: read often below
+    updated_at = timezone.now()  # as auto_now would set it
+    per_job, shared = _job_insert_fields()
+    first = jobs[0]
+    shared_values = [
+        field.get_db_prep_save(updated_at if field.name == "updated_at" else getattr(first, field.attname), db)
+        for field in shared
+    ]
+    encoder = Job._meta.get_field("payload").encoder
+    if len(jobs) == 1:
+        values = [getattr(first, name) for name in PER_JOB_COLUMNS]
+        values[PER_JOB_COLUMNS.index("payload")] = db.ops.adapt_json_value(first.payload, encoder)
+    else:
+        # Many rows go in as one JSON array that PostgreSQL unpacks (json_to_recordset): one C-speed
+        # json.dumps here instead of quoting every value of every row into SQL.
+        values = [json.dumps([_insert_row(job) for job in jobs], cls=encoder)]
+    # Inside a transaction (a test, or a caller's atomic block) a savepoint lets the IntegrityError
+    # of a repeated Idempotency-Key leave that transaction usable, as the ORM path does.
+    with transaction.atomic() if db.in_atomic_block else nullcontext():
+        with db.cursor() as cursor:
+            cursor.execute(_job_insert_statement(many=len(jobs) > 1), [*values, *shared_values, at, actor])
+            ids = dict(cursor.fetchall())
+    alias = db.alias
+    for job in jobs:
+        job.pk = ids[job.job_id]
+        job.updated_at = updated_at
+        job._state.adding = False
+        job._state.db = alias
+
+
+def _insert_row(job: Job) -> dict[str, Any]:
+    """The PER_JOB_COLUMNS values of one job as JSON values (times with their microseconds)."""
+    return {
+        "job_id": str(job.job_id),
+        "type": job.type,
+        "payload": job.payload,
+        "status": job.status,
+        "queue": job.queue,
+        "max_retries": job.max_retries,
+        "timeout": job.timeout,
+        "run_at": job.run_at and job.run_at.isoformat(),
+        "idempotency_key": job.idempotency_key,
+        "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+    }
+
+
+@cache
+def _job_insert_fields() -> tuple[list[Field], list[Field]]:
+    """Job's columns but the primary key: those of PER_JOB_COLUMNS, then the others."""
+    fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
+    per_job = [Job._meta.get_field(name) for name in PER_JOB_COLUMNS]
+    return per_job, [field for field in fields if field.name not in PER_JOB_COLUMNS]
+
+
+@cache
+def _job_insert_statement(*, many: bool) -> str:
+    """The statement of _insert_jobs; its parameters: the PER_JOB_COLUMNS values (all jobs' in one JSON
+    array when `many`), the other columns' values, then the event's time and actor."""
+    per_job, shared = _job_insert_fields()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in [*per_job, *shared])
+    placeholders = ", ".join(["%s"] * len(shared))
+    if many:
+        # The keys of _insert_row, typed without a length (varchar, not varchar(64)): too long a value
+        # then fails the INSERT, as with the ORM, instead of being cut short.
+        types = ", ".join(f"{quote(field.name)} {field.db_type(connection).split('(')[0]}" for field in per_job)
+        names = ", ".join(quote(field.name) for field in per_job)
+        rows = f"""rows AS (
+            SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS ({types})) WITH ORDINALITY AS j({names}, n)
+        ),
+        new_jobs AS (
+            INSERT INTO {quote(Job._meta.db_table)} ({columns})
+            SELECT {names}, {placeholders} FROM rows ORDER BY n
+            RETURNING id, job_id, status
+        )"""
+    else:
+        rows = f"""new_jobs AS (
+            INSERT INTO {quote(Job._meta.db_table)} ({columns})
+            VALUES ({", ".join(["%s"] * len(per_job))}, {placeholders})
+            RETURNING id, job_id, status
+        )"""
+    return f"""
+        WITH {rows}, events AS (
+            INSERT INTO {quote(JobEvent._meta.db_table)} (job_id, at, from_status, to_status, actor)
+            SELECT id, %s, '', status, %s FROM new_jobs ORDER BY id
+        )
+        SELECT job_id, id FROM new_jobs
+    """
