@@ -80,7 +80,6 @@ def _transition(
     """
     allowed = sources if sources is not None else _sources(target)
     stamp = now()
-    previous = job.status
     if not refresh and sql.supported():
         moved = sql.move(
             lookup="id",
@@ -92,27 +91,33 @@ def _transition(
             changes=changes,
             expect_attempts=expect_attempts,
         )
-        if not moved:
-            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-            raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
-        for field, value in {"status": target, "updated_at": stamp, **changes}.items():
-            setattr(job, field, value)
-        return job
-    match = {} if expect_attempts is None else {"attempts": expect_attempts}
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
-            status=target, updated_at=stamp, **changes
+    else:
+        moved = _move_with_orm(
+            job, target, allowed, stamp=stamp, actor=actor, expect_attempts=expect_attempts, **changes
         )
-        if not updated:
-            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-            raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
-        JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=previous, to_status=target, actor=actor)
+    if not moved:
+        current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
     if refresh:
         job.refresh_from_db()
     else:
         for field, value in {"status": target, "updated_at": stamp, **changes}.items():
             setattr(job, field, value)
     return job
+
+
+def _move_with_orm(
+    job: Job, target: str, allowed: list[str], *, stamp: datetime, actor: str, expect_attempts: int | None, **changes
+) -> bool:
+    """_transition's compare-and-set and timeline row in one transaction; False when the row did not match."""
+    match = {} if expect_attempts is None else {"attempts": expect_attempts}
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
+            status=target, updated_at=stamp, **changes
+        )
+        if updated:
+            JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=job.status, to_status=target, actor=actor)
+    return bool(updated)
 
 
 def request_fingerprint(body: Any) -> str:
@@ -292,25 +297,24 @@ def _push_many(jobs: list[Job], *, counts: list[tuple[str, tuple[str, ...]]] = (
                 scheduled = job.run_at is not None and (job.status == S.SCHEDULED or backoff_left)
                 if not scheduled and job.queue in like_first:
                     like_first[job.queue].enqueue(pipe, rq_id, description=description, timeout=job.timeout)
-                    batch.inc("jobs_enqueued_total", job.type, job.queue)
-                    continue
-                rq_job = queue.create_job(
-                    run_job,
-                    args=(rq_id,),
-                    job_id=rq_id,
-                    timeout=job.timeout,
-                    result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-                    failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
-                    description=description,
-                )
-                if scheduled:
-                    # RQ's scheduler keeps whole seconds and releases what is due within the current second:
-                    # round up so that a job never starts before its run_at.
-                    queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
                 else:
-                    queue.enqueue_job(rq_job, pipeline=pipe)
-                    if queue.is_async and len(jobs) > 1:
-                        like_first[job.queue] = _LikeFirstEnqueue(queue, rq_job)
+                    rq_job = queue.create_job(
+                        run_job,
+                        args=(rq_id,),
+                        job_id=rq_id,
+                        timeout=job.timeout,
+                        result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                        failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+                        description=description,
+                    )
+                    if scheduled:
+                        # RQ's scheduler keeps whole seconds and releases what is due within the current second:
+                        # round up so that a job never starts before its run_at.
+                        queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
+                    else:
+                        queue.enqueue_job(rq_job, pipeline=pipe)
+                        if queue.is_async and len(jobs) > 1:
+                            like_first[job.queue] = _LikeFirstEnqueue(queue, rq_job)
                 batch.inc("jobs_enqueued_total", job.type, job.queue)
             batch.add_to(pipe)
             pipe.execute()

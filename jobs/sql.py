@@ -26,6 +26,7 @@ JOB = Job._meta.db_table
 EVENT = JobEvent._meta.db_table
 FIELDS = Job._meta.concrete_fields
 FIELDS_BY_NAME = {field.name: field for field in FIELDS}
+ATTNAMES = [field.attname for field in FIELDS]
 
 
 def supported() -> bool:
@@ -67,7 +68,7 @@ def move(
     for index, column, converters in _converters():
         for convert in converters:
             values[index] = convert(values[index], column, connection)
-    return Job.from_db(connection.alias, [field.attname for field in FIELDS], values)
+    return Job.from_db(connection.alias, ATTNAMES, values)
 
 
 @cache
@@ -178,14 +179,13 @@ def _insert_row(job: Job) -> dict[str, Any]:
 @cache
 def _job_insert_fields() -> tuple[list[Field], list[Field]]:
     """Job's columns but the primary key: those of PER_JOB_COLUMNS, then the others."""
-    fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
-    per_job = [Job._meta.get_field(name) for name in PER_JOB_COLUMNS]
-    return per_job, [field for field in fields if field.name not in PER_JOB_COLUMNS]
+    per_job = [FIELDS_BY_NAME[name] for name in PER_JOB_COLUMNS]
+    return per_job, [field for field in FIELDS if not field.primary_key and field.name not in PER_JOB_COLUMNS]
 
 
 @cache
 def _job_insert_statement(*, many: bool) -> str:
-    """The statement of _insert_jobs; its parameters: the PER_JOB_COLUMNS values (all jobs' in one JSON
+    """The statement of insert_jobs; its parameters: the PER_JOB_COLUMNS values (all jobs' in one JSON
     array when `many`), the other columns' values, then the event's time and actor."""
     per_job, shared = _job_insert_fields()
     quote = connection.ops.quote_name
