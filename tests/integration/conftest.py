@@ -21,13 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import requests
 
 from .harness import (
     LOG_TAIL_CHARS,
     REPO_ROOT,
     SESSION_LOGS,
-    STARTUP_TIMEOUT,
     TEST_LOGS,
     Api,
     Stack,
@@ -38,7 +36,8 @@ from .harness import (
     redis_server_executable,
     spawn,
     stop,
-    wait_until,
+    wait_healthy,
+    wait_redis,
 )
 
 
@@ -49,7 +48,6 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[str]:
-    import redis
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("redis")
@@ -58,18 +56,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterat
     process = spawn("redis-server", args, env=dict(os.environ), log_dir=log_dir)
     SESSION_LOGS.append(("redis-server", process.log))
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            if not process.alive():
-                pytest.fail(f"redis-server exited with {process.popen.returncode}:\n{process.output()}", pytrace=False)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, timeout=STARTUP_TIMEOUT, message=lambda: f"redis-server silent:\n{process.output()}")
-        client.close()
+        wait_redis(process, port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop(process)
@@ -118,16 +105,7 @@ def stack(redis_url: str, database_url: str, log_dir: Path) -> Iterator[Stack]:
     web = spawn("gunicorn", args, env=stack.env(), log_dir=log_dir)
     SESSION_LOGS.append(("gunicorn", web.log))
     try:
-
-        def healthy() -> bool:
-            if not web.alive():
-                pytest.fail(f"gunicorn exited with {web.popen.returncode}:\n{web.output()}", pytrace=False)
-            try:
-                return requests.get(f"{stack.base_url}/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, timeout=STARTUP_TIMEOUT, message=lambda: f"GET /healthz never answered:\n{web.output()}")
+        wait_healthy(web, stack.base_url)
         yield stack
     finally:
         stop(web)

@@ -160,6 +160,40 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, message: Callabl
         time.sleep(POLL_INTERVAL)
 
 
+def wait_answering(process: Process, probe: Callable[[], bool], *, errors: tuple[type[Exception], ...]) -> None:
+    """Wait until `probe()` is true (its `errors` count as "not yet"); fail at once if `process` exits."""
+
+    def answers() -> bool:
+        if not process.alive():
+            pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{process.output()}", pytrace=False)
+        try:
+            return probe()
+        except errors:
+            return False
+
+    wait_until(answers, timeout=STARTUP_TIMEOUT, message=lambda: f"{process.name} never answered:\n{process.output()}")
+
+
+def wait_healthy(process: Process, base_url: str) -> None:
+    """Wait until the web server `process` answers GET /healthz with 200."""
+    wait_answering(
+        process,
+        lambda: requests.get(f"{base_url}/healthz", timeout=2).status_code == 200,
+        errors=(requests.RequestException,),
+    )
+
+
+def wait_redis(process: Process, port: int) -> None:
+    """Wait until the redis-server `process` answers PING on `port`."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        wait_answering(process, lambda: bool(client.ping()), errors=(redis.RedisError,))
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- the stack
 
 

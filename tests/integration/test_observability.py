@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 
 from .harness import (
-    STARTUP_TIMEOUT,
     TEST_LOGS,
     Api,
     Metrics,
@@ -37,6 +35,8 @@ from .harness import (
     redis_server_executable,
     spawn,
     stop,
+    wait_healthy,
+    wait_redis,
     wait_until,
 )
 
@@ -86,16 +86,7 @@ class WebServer:
         args += ["--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT]
         process = spawn(self.name, args, env=self.env, log_dir=self.log_dir)
         self.process = process
-
-        def healthy() -> bool:
-            if not process.alive():
-                pytest.fail(f"{self.name} exited with {process.popen.returncode}:\n{process.output()}", pytrace=False)
-            try:
-                return requests.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(healthy, timeout=STARTUP_TIMEOUT, message=lambda: f"{self.name} never healthy:\n{process.output()}")
+        wait_healthy(process, self.base_url)
         return process
 
     def stop(self) -> None:
@@ -149,22 +140,7 @@ class RedisServer:
         process = spawn(self.name, args, env=dict(os.environ), log_dir=self.log_dir)
         self.process = process
         remember_log(self.node, process)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=1)
-        try:
-
-            def answers() -> bool:
-                if not process.alive():
-                    pytest.fail(
-                        f"{self.name} exited with {process.popen.returncode}:\n{process.output()}", pytrace=False
-                    )
-                try:
-                    return bool(client.ping())
-                except redis.RedisError:
-                    return False
-
-            wait_until(answers, timeout=STARTUP_TIMEOUT, message=lambda: f"{self.name} silent:\n{process.output()}")
-        finally:
-            client.close()
+        wait_redis(process, self.port)
 
     def stop(self) -> None:
         """SIGTERM by pid and wait for it to exit (thawing it first if frozen)."""

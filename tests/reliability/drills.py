@@ -26,7 +26,6 @@ import requests
 from tests.integration.harness import (
     API_KEY,
     QUEUES,
-    STARTUP_TIMEOUT,
     TEST_LOGS,
     Api,
     Process,
@@ -35,6 +34,8 @@ from tests.integration.harness import (
     redis_server_executable,
     spawn,
     stop,
+    wait_healthy,
+    wait_redis,
     wait_until,
 )
 
@@ -66,20 +67,7 @@ class RedisServer:
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir)]
         process = self.drill.spawn(f"redis-server-{self.starts}", args, track=False)
         self.process = process
-        client = self.client()
-        try:
-
-            def answers() -> bool:
-                if not process.alive():
-                    pytest.fail(f"redis-server exited with {process.popen.returncode}:\n{process.output()}")
-                try:
-                    return bool(client.ping())
-                except redis.RedisError:
-                    return False
-
-            wait_until(answers, timeout=STARTUP_TIMEOUT, message=lambda: f"redis-server silent:\n{process.output()}")
-        finally:
-            client.close()
+        wait_redis(process, self.port)
 
     def kill(self) -> None:
         """SIGKILL: everything in memory is gone (there is no persistence to come back from)."""
@@ -139,18 +127,7 @@ class Drill:
         args += ["-w", "4", "--graceful-timeout", "5", "--no-control-socket"]
         process = self.spawn("gunicorn", args, **env)
         api = Api(f"http://127.0.0.1:{port}")
-
-        def healthy() -> bool:
-            if not process.alive():
-                pytest.fail(f"gunicorn exited with {process.popen.returncode}:\n{process.output()}", pytrace=False)
-            try:
-                return api.get("/healthz").status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(
-            healthy, timeout=STARTUP_TIMEOUT, message=lambda: f"GET /healthz never answered:\n{process.output()}"
-        )
+        wait_healthy(process, api.base_url)
         return api
 
     def worker(self, **env: str) -> Process:
