@@ -12,7 +12,7 @@ and starts workers per phase (`manage.py rqworker high default low [--worker-arg
 AND the raw-RQ reference in the same run, on the same Redis. Prints one table (with the targets and
 PASS/MISS), saves JSON under bench/results/run-<UTC stamp>.json, and stops everything it started.
 
-Scenarios (see bench/README.md for how each is measured):
+Scenarios (see docs/performance.md for how each is measured):
   1 drain 5,000 echo jobs with 1 and 2 worker processes      5 1,000 x sleep(0.1) with 2 worker processes
   2 single submit, 16 clients; p99 at a steady 200 req/s    6 GET /jobs p99 at 200k rows; /metrics p99 at 10k queued
   3 batch submit of 500 jobs                                 7 peak RSS of a web worker and of an rqworker

@@ -35,7 +35,7 @@ from .models import ApiKey, ApiScope, Job, JobEvent, JobStatus
 logger = logging.getLogger(__name__)
 
 S = JobStatus
-# Which statuses each status may move to: the lifecycle of DESIGN.md.
+# Which statuses each status may move to: the lifecycle of docs/design.md.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.QUEUED, S.SCHEDULED, S.STARTED, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.STARTED, S.PENDING, S.CANCELLED}),

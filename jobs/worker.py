@@ -1,8 +1,8 @@
 """The RQ worker classes that `manage.py rqworker` runs (RQ["WORKER_CLASS"] in settings).
 
 `Worker` runs each job in the worker process itself instead of forking a work horse per job:
-forking a Django process for every job costs far more than a short job does (see README:
-Performance), and the database, not the horse's isolation, is what keeps a job's record safe.
+forking a Django process for every job costs far more than a short job does (see
+docs/performance.md), and the database, not the horse's isolation, is what keeps a job's record safe.
 What the fork gave, this class keeps:
 - a timeout per run (RQ's SIGALRM death penalty, in the main thread);
 - cancelling a running job: RQ's stop-job command interrupts it with a signal;

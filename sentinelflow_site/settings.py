@@ -1,6 +1,6 @@
 """Settings for sentinelflow, read from the environment (see .env.example).
 
-Every variable is documented in README.md's configuration table. A bad value
+Every variable is documented in README.md's configuration table and docs/design.md. A bad value
 raises ImproperlyConfigured naming the variable; manage.py and the WSGI entry
 point print it as one line and exit.
 """

@@ -22,7 +22,7 @@ def test_health_and_readiness(api: Api) -> None:
     assert body["status"] == "ok"
     assert body["checks"]["database"]["status"] == "ok", body
     assert body["checks"]["redis"]["status"] == "ok", body
-    assert isinstance(body.get("workers"), int), f"DESIGN.md: /readyz reports the number of workers; got {body}"
+    assert isinstance(body.get("workers"), int), f"docs/design.md: /readyz reports the number of workers; got {body}"
 
 
 def test_metrics_expose_every_job_family(api: Api) -> None:
