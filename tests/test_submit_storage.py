@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection, connections, transaction
 
 from jobs import redis_store, services
 from jobs.models import Job, JobEvent, JobStatus
+from jobs.services import submission, transitions
 from jobs.tasks import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +36,7 @@ def orm_path(monkeypatch):
 @pytest.fixture
 def fixed_now(monkeypatch):
     moment = services.now()
-    monkeypatch.setattr(services, "now", lambda: moment)
+    monkeypatch.setattr(transitions, "now", lambda: moment)
     return moment
 
 
@@ -110,14 +112,14 @@ def test_a_key_another_request_stored_meanwhile_returns_its_jobs(request, monkey
     if path == "orm":
         request.getfixturevalue("orm_path")
     first, _ = submit("race")
-    stored_lookup = getattr(services, lookup)
+    stored_lookup = getattr(submission, lookup)
     calls = []
 
     def not_seen_at_first(*args):
         calls.append(args)
         return None if len(calls) == 1 else stored_lookup(*args)
 
-    monkeypatch.setattr(services, lookup, not_seen_at_first)
+    monkeypatch.setattr(submission, lookup, not_seen_at_first)
 
     again, created = submit("race")
 
@@ -142,9 +144,9 @@ def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_
         assert queue.job_ids == [str(first.job_id)]  # not before the commit
         # A repeated key inside the transaction: the refused INSERT rolls back to its savepoint only.
         with pytest.raises(Exception, match="(?i)unique|duplicate"):
-            services._insert_jobs(
+            submission.insert_jobs(
                 [
-                    services._new_job(
+                    submission.new_job(
                         ITEMS[0], submitted_at=services.now(), submitted_by=ACTOR, idempotency_key="k", fingerprint=""
                     )
                 ],
@@ -175,8 +177,8 @@ def test_a_batch_writes_to_redis_what_rq_writes_job_by_job():
             args=(str(job.job_id),),
             job_id=str(job.job_id),
             timeout=job.timeout,
-            result_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
-            failure_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
+            result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+            failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
             description=f"{job.type} {job.job_id}",
         )
         queue.enqueue_job(rq_job)
