@@ -11,7 +11,8 @@ from jobs.exceptions import InvalidTransition
 from jobs.models import Job, JobStatus
 from jobs.services import transitions
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every transition runs on each store backend the test database has (see store_backend).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("store_backend")]
 
 S = JobStatus
 LEGAL = {

@@ -1,6 +1,7 @@
 """How services.job_submit and job_submit_batch store and enqueue: PostgreSQL's single statement, the
 ORM path of other databases, and the RQ writes of a batch. Every test runs on the database the suite
-runs on; on PostgreSQL the ORM path is also forced (`orm_path`), so that the two are compared there."""
+runs on, once per store backend it has (`store_backend`: the ORM one, and on PostgreSQL the
+single-statement one too), so that the two are compared there."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
-from jobs import redis_store, services
+from jobs import redis_store, services, store
 from jobs.models import Job, JobEvent, JobStatus
 from jobs.services import submission, transitions
+from jobs.store.orm import OrmStore
 from jobs.tasks import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,12 +27,6 @@ ITEMS = [
     {"type": "sleep", "payload": {"seconds": 0.5}, "queue": "low", "max_retries": 100, "timeout": 86_400},
 ]
 ACTOR = "api-key:test"
-
-
-@pytest.fixture
-def orm_path(monkeypatch):
-    """The path of databases other than PostgreSQL, on this one."""
-    monkeypatch.setattr(connections["default"], "vendor", "other")
 
 
 @pytest.fixture
@@ -64,7 +60,7 @@ def stored(job: Job) -> tuple[dict, list[tuple]]:
 def test_postgresql_stores_a_submit_as_the_orm_does(monkeypatch, fixed_now):
     fast, _ = submit_one("one")
     with monkeypatch.context() as patch:
-        patch.setattr(connections["default"], "vendor", "other")
+        patch.setattr(store, "_backend", OrmStore())
         slow, _ = submit_one("two")
 
     assert stored(fast) == stored(slow)
@@ -77,7 +73,7 @@ def test_postgresql_stores_a_batch_as_the_orm_does(monkeypatch, fixed_now):
     run_at = fixed_now + timedelta(hours=1, microseconds=7)
     fast, _ = submit_batch("one", run_at=run_at)
     with monkeypatch.context() as patch:
-        patch.setattr(connections["default"], "vendor", "other")
+        patch.setattr(store, "_backend", OrmStore())
         slow, _ = submit_batch("two", run_at=run_at)
 
     assert [stored(job) for job in fast] == [stored(job) for job in slow]
@@ -86,10 +82,7 @@ def test_postgresql_stores_a_batch_as_the_orm_does(monkeypatch, fixed_now):
     assert [Job.objects.get(pk=job.pk).updated_at for job in fast] == [job.updated_at for job in fast]
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
-def test_a_batch_is_stored_in_order_with_one_event_each(request, path):
-    if path == "orm":
-        request.getfixturevalue("orm_path")
+def test_a_batch_is_stored_in_order_with_one_event_each(store_backend):
 
     jobs, created = submit_batch("order")
 
@@ -103,14 +96,11 @@ def test_a_batch_is_stored_in_order_with_one_event_each(request, path):
     assert sorted(JobEvent.objects.values_list("job_id", flat=True)) == [job.pk for job in jobs]
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
 @pytest.mark.parametrize(
     ("submit", "lookup"), [(submit_one, "_job_for_idempotency_key"), (submit_batch, "_jobs_for_batch_key")]
 )
-def test_a_key_another_request_stored_meanwhile_returns_its_jobs(request, monkeypatch, path, submit, lookup):
+def test_a_key_another_request_stored_meanwhile_returns_its_jobs(store_backend, monkeypatch, submit, lookup):
     """Two requests race with one Idempotency-Key: the unique constraint refuses the second INSERT."""
-    if path == "orm":
-        request.getfixturevalue("orm_path")
     first, _ = submit("race")
     stored_lookup = getattr(submission, lookup)
     calls = []
@@ -132,10 +122,7 @@ def test_a_key_another_request_stored_meanwhile_returns_its_jobs(request, monkey
     assert enqueued == sorted(str(job.job_id) for job in (first if isinstance(first, list) else [first]))  # once each
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
-def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_insert_spares_it(request, path):
-    if path == "orm":
-        request.getfixturevalue("orm_path")
+def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_insert_spares_it(store_backend):
     first, _ = submit_one("k")
     queue = redis_store.queue("default")
 

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from .. import metrics, redis_store, sql
+from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition, PermanentJobError
 from ..models import Job
 from . import transitions
@@ -45,20 +45,13 @@ def job_start(*, job_id: str, actor: str = "worker", lease: redis_store.JobLease
     """Mark a run as started (attempt + 1) and take its lease. None when the job must not run:
     cancelled, finished, started meanwhile by a duplicate delivery, or unknown."""
     started_at = transitions.now()
-    if sql.supported():
-        job = sql.move(
-            lookup="job_id",
-            value=job_id,
-            allowed=list(RUNNABLE_STATUSES),
-            target=S.STARTED,
-            stamp=started_at,
-            actor=actor,
-            changes={"started_at": started_at, "finished_at": None},
-            count_attempt=True,
-            returning_row=True,
-        )
-    else:
-        job = _start_with_orm(job_id, started_at, actor)
+    job = store.start(
+        job_id=job_id,
+        allowed=list(RUNNABLE_STATUSES),
+        stamp=started_at,
+        actor=actor,
+        changes={"started_at": started_at, "finished_at": None},
+    )
     if job is None:
         logger.info("job %s not started: it is unknown or no longer runnable", job_id)
         return None
@@ -73,26 +66,6 @@ def job_start(*, job_id: str, actor: str = "worker", lease: redis_store.JobLease
         if waiting_since:
             batch.observe("job_wait_seconds", job.type, (started_at - waiting_since).total_seconds())
     return job
-
-
-def _start_with_orm(job_id: str, started_at, actor: str) -> Job | None:
-    job = Job.objects.filter(job_id=job_id).first()
-    if job is None:
-        return None
-    try:
-        return transition(
-            job,
-            S.STARTED,
-            actor=actor,
-            sources=list(RUNNABLE_STATUSES),
-            expect_attempts=job.attempts,  # a duplicate delivery that started meanwhile wins; this one stops
-            refresh=False,
-            attempts=job.attempts + 1,
-            started_at=started_at,
-            finished_at=None,
-        )
-    except InvalidTransition:
-        return None
 
 
 def job_succeed(

@@ -15,9 +15,9 @@ import logging
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from .. import metrics, redis_store
+from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition
-from ..models import Job, JobEvent
+from ..models import Job
 from . import transitions
 from .enqueue import push
 from .lifecycle import attempts_spent
@@ -87,14 +87,17 @@ def job_restore(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
     a job that moved meanwhile (started, cancelled, restored by another sentinel) is left
     alone with InvalidTransition.
     """
-    stamp = transitions.now()
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=job.status, updated_at=job.updated_at).update(updated_at=stamp)
-        if not updated:
-            raise InvalidTransition(f"Job {job.job_id} changed since it was found missing from Redis.")
-        JobEvent.objects.create(
-            job_id=job.pk, at=stamp, from_status=job.status, to_status=job.status, actor=f"{actor} (restored)"
-        )
+    restored = store.move(
+        job=job,
+        target=job.status,
+        allowed=[job.status],
+        stamp=transitions.now(),
+        actor=f"{actor} (restored)",
+        changes={},
+        expect_updated_at=job.updated_at,
+    )
+    if not restored:
+        raise InvalidTransition(f"Job {job.job_id} changed since it was found missing from Redis.")
     job.refresh_from_db()
     logger.warning("job %s restored to Redis (%s): %s", job.job_id, job.status, reason)
 

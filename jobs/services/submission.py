@@ -15,9 +15,9 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 
-from .. import sql
+from .. import store
 from ..exceptions import IdempotencyKeyReused
-from ..models import Job, JobEvent
+from ..models import Job
 from . import transitions
 from .enqueue import push, push_many
 from .transitions import S
@@ -136,19 +136,8 @@ def job_submit_batch(
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
-    """Store new jobs (from new_job) and their first timeline events, all or nothing; sets their pk.
-
-    On PostgreSQL one statement does it (sql.insert_jobs); other databases use the ORM.
-    """
-    if sql.supported():
-        sql.insert_jobs(jobs, at=at, actor=actor)
-        return
-    with transaction.atomic():
-        if len(jobs) == 1:
-            jobs[0].save()
-        else:
-            Job.objects.bulk_create(jobs)
-        JobEvent.objects.bulk_create(JobEvent(job=job, at=at, to_status=job.status, actor=actor) for job in jobs)
+    """Store new jobs (from new_job) and their first timeline events, all or nothing; sets their pk."""
+    store.insert(jobs, at=at, actor=actor)
 
 
 def _jobs_for_batch_key(submitted_by: str, keys: list[str | None], fingerprint: str) -> list[Job] | None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from .. import sql
+from .. import store
 from ..exceptions import InvalidTransition
-from ..models import Job, JobEvent, JobStatus
+from ..models import Job, JobStatus
 
 S = JobStatus
 # Which statuses each status may move to: the lifecycle of DESIGN.md.
@@ -60,23 +59,16 @@ def transition(
     `refresh=False` (the worker's hot path) skips re-reading the row: the changes are applied to `job`
     in memory instead, which is exact when the CAS pins the row's state (status and attempts).
     """
-    allowed = sources if sources is not None else sources_of(target)
     stamp = now()
-    if not refresh and sql.supported():
-        moved = sql.move(
-            lookup="id",
-            value=job.pk,
-            allowed=allowed,
-            target=target,
-            stamp=stamp,
-            actor=actor,
-            changes=changes,
-            expect_attempts=expect_attempts,
-        )
-    else:
-        moved = _move_with_orm(
-            job, target, allowed, stamp=stamp, actor=actor, expect_attempts=expect_attempts, **changes
-        )
+    moved = store.move(
+        job=job,
+        target=target,
+        allowed=sources if sources is not None else sources_of(target),
+        stamp=stamp,
+        actor=actor,
+        changes=changes,
+        expect_attempts=expect_attempts,
+    )
     if not moved:
         current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
         raise InvalidTransition(f"Job {job.job_id} is {current}; it cannot become {target}.")
@@ -86,17 +78,3 @@ def transition(
         for field, value in {"status": target, "updated_at": stamp, **changes}.items():
             setattr(job, field, value)
     return job
-
-
-def _move_with_orm(
-    job: Job, target: str, allowed: list[str], *, stamp: datetime, actor: str, expect_attempts: int | None, **changes
-) -> bool:
-    """transition's compare-and-set and timeline row in one transaction; False when the row did not match."""
-    match = {} if expect_attempts is None else {"attempts": expect_attempts}
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
-            status=target, updated_at=stamp, **changes
-        )
-        if updated:
-            JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=job.status, to_status=target, actor=actor)
-    return bool(updated)
