@@ -45,7 +45,7 @@ def job_start(*, job_id: str, actor: str = "worker", lease: redis_store.JobLease
     """Mark a run as started (attempt + 1) and take its lease. None when the job must not run:
     cancelled, finished, started meanwhile by a duplicate delivery, or unknown."""
     started_at = transitions.now()
-    job = store.start(
+    job = store.backend().start(
         job_id=job_id,
         allowed=list(RUNNABLE_STATUSES),
         stamp=started_at,

@@ -87,7 +87,7 @@ def job_restore(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
     a job that moved meanwhile (started, cancelled, restored by another sentinel) is left
     alone with InvalidTransition.
     """
-    restored = store.move(
+    restored = store.backend().move(
         job=job,
         target=job.status,
         allowed=[job.status],

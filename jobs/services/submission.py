@@ -137,7 +137,7 @@ def job_submit_batch(
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     """Store new jobs (from new_job) and their first timeline events, all or nothing; sets their pk."""
-    store.insert(jobs, at=at, actor=actor)
+    store.backend().insert(jobs, at=at, actor=actor)
 
 
 def _jobs_for_batch_key(submitted_by: str, keys: list[str | None], fingerprint: str) -> list[Job] | None:

@@ -60,7 +60,7 @@ def transition(
     in memory instead, which is exact when the CAS pins the row's state (status and attempts).
     """
     stamp = now()
-    moved = store.move(
+    moved = store.backend().move(
         job=job,
         target=target,
         allowed=sources if sources is not None else sources_of(target),
