@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import free_port, percentile, redis_server  # bench/ is on sys.path: scripts run as python bench/NAME.py
+# Run as `python bench/scrape.py`: the repository root goes on sys.path, so that `bench`, `jobs` and
+# `sentinelflow_site` import as packages.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from bench.common import RESULTS, ROOT, percentile  # noqa: E402
+from sentinelflow_site.processes import (  # noqa: E402
+    child_environment,
+    free_port,
+    redis_server_command,
+    start_process,
+    stop_process,
+)
 
 
 def timed(call, repeat: int) -> list[float]:
@@ -48,8 +55,8 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="sentinelflow-bench-"))
     redis_port, web_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "TESTING"}
-    env.update(
+    env = child_environment(
+        drop={"TESTING"},
         DEBUG="0",
         SECRET_KEY="bench",
         API_KEY="bench-key",
@@ -63,16 +70,11 @@ def main() -> None:
     processes: list[subprocess.Popen] = []
     try:
         processes.append(
-            subprocess.Popen(
-                [redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                stdout=subprocess.DEVNULL,
-                cwd=workdir,
-            )
+            start_process(redis_server_command(redis_port), env=env, cwd=workdir, log=workdir / "redis.log")
         )
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinelflow_site.settings")
-        sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()
@@ -110,14 +112,12 @@ def main() -> None:
         assert queue.count == args.jobs, queue.count
 
         processes.append(
-            subprocess.Popen(
+            start_process(
                 [sys.executable, "-m", "gunicorn", "-c", "sentinelflow_site/gunicorn.conf.py"]
                 + ["sentinelflow_site.wsgi:application"],
-                cwd=ROOT,
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+                cwd=ROOT,
+                log=workdir / "web.log",
             )
         )
         url = f"http://127.0.0.1:{web_port}/metrics"
@@ -155,12 +155,7 @@ def main() -> None:
         raw = timed(raw_rq_stats, args.scrapes)
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [

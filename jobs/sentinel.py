@@ -20,7 +20,7 @@ being released) to have passed. Rows updated less than RESTORE_GRACE ago are not
 for step 3: a submit or a retry commits the row a moment before it pushes the RQ job.
 
 Passes run under a Redis lock (SET NX PX), so several sentinels may run at once; each
-repair is also a compare-and-set in jobs/services.py, so even a pass that lost its lock
+repair is also a compare-and-set in jobs/services/repairs.py, so even a pass that lost its lock
 cannot repair one job twice.
 """
 

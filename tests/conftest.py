@@ -26,6 +26,24 @@ def pytest_configure(config):
         raise pytest.UsageError("Run the test suite with TESTING=1 (see README: Tests).")
 
 
+def pytest_generate_tests(metafunc):
+    if "store_backend" in metafunc.fixturenames:
+        from jobs import store
+
+        metafunc.parametrize("store_backend", store.available_backends(), indirect=True)
+
+
+@pytest.fixture
+def store_backend(request, monkeypatch):
+    """The test runs once per backend of jobs.store that the test database has: the ORM backend on
+    every database, and the single-statement backend too on PostgreSQL."""
+    from jobs import store
+
+    backend = store.BACKENDS[request.param]()
+    monkeypatch.setattr(store, "_backend", backend)
+    return backend
+
+
 @pytest.fixture(autouse=True)
 def _fresh_redis(request):
     """Each unit test starts with an empty fake Redis."""

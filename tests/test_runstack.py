@@ -13,14 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from sentinelflow_site.processes import free_port
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_open(port: int) -> bool:

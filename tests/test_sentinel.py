@@ -186,7 +186,7 @@ def test_a_second_pass_does_not_recover_the_same_run_again(submit, metric):
     assert metric("jobs_enqueued_total", type="echo", queue="default") == 2
 
 
-def test_recovering_the_same_lost_attempt_twice_is_refused(submit):
+def test_recovering_the_same_lost_attempt_twice_is_refused(store_backend, submit):
     job_id = submit({"type": "echo"})["job_id"]
     seen = lost_run(job_id)
     services.job_recover(job=seen, reason="test")
@@ -219,7 +219,7 @@ def test_started_job_whose_rq_job_is_gone_is_recovered(submit):
 # --------------------------------------------------------------------------- (c) jobs Redis lost
 
 
-def test_queued_jobs_lost_by_flushall_are_restored_once_and_run_once(submit, run_worker, metric):
+def test_queued_jobs_lost_by_flushall_are_restored_once_and_run_once(store_backend, submit, run_worker, metric):
     job_ids = [submit({"type": "echo", "payload": {"i": i}})["job_id"] for i in range(3)]
     redis_store.connection().flushall()
 
@@ -314,7 +314,7 @@ def test_job_whose_first_run_crashed_before_recording_anything_is_restored(submi
     assert rq_status(job_id) == "queued"
 
 
-def test_restoring_a_job_that_changed_since_it_was_seen_is_refused(submit):
+def test_restoring_a_job_that_changed_since_it_was_seen_is_refused(store_backend, submit):
     job_id = submit({"type": "echo"})["job_id"]
     seen_by_one, seen_by_another = Job.objects.get(job_id=job_id), Job.objects.get(job_id=job_id)
     services.job_restore(job=seen_by_one, reason="test")

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers as drf
 
-from jobs import serializers, services
+from jobs import serializers
 from jobs.models import Job, JobStatus
 from jobs.serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
+from jobs.services import submission
 
 MISSING = object()
 FIELD_VALUES = {
@@ -103,7 +104,7 @@ def jobs_in_every_state() -> list[Job]:
     moment = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.UTC)
     jobs = []
     for index, status in enumerate(JobStatus.values):
-        job = services._new_job(
+        job = submission.new_job(
             {
                 "type": "echo",
                 "payload": {"n": index, "nested": [1, {"a": None}]},

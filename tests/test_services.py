@@ -9,8 +9,10 @@ import pytest
 from jobs import services
 from jobs.exceptions import InvalidTransition
 from jobs.models import Job, JobStatus
+from jobs.services import transitions
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every transition runs on each store backend the test database has (see store_backend).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("store_backend")]
 
 S = JobStatus
 LEGAL = {
@@ -48,10 +50,10 @@ def test_transition_table(source, target):
     job = make_job(source)
 
     if (source, target) in LEGAL:
-        assert services._transition(job, target).status == target
+        assert transitions.transition(job, target).status == target
     else:
         with pytest.raises(InvalidTransition):
-            services._transition(job, target)
+            transitions.transition(job, target)
         assert Job.objects.get(pk=job.pk).status == source
 
 
@@ -95,7 +97,7 @@ def test_worker_transitions_return_the_stored_row_and_log_where_each_move_came_f
 
 def test_a_late_outcome_of_an_older_attempt_changes_nothing():
     first = services.job_start(job_id=str(make_job().job_id))
-    services._transition(first, S.QUEUED, actor="sentinel")  # given up for lost and sent round again
+    transitions.transition(first, S.QUEUED, actor="sentinel")  # given up for lost and sent round again
     services.job_start(job_id=str(first.job_id))
 
     assert services.job_succeed(job=first, result="late") is None

@@ -1,16 +1,20 @@
 """How services.job_submit and job_submit_batch store and enqueue: PostgreSQL's single statement, the
 ORM path of other databases, and the RQ writes of a batch. Every test runs on the database the suite
-runs on; on PostgreSQL the ORM path is also forced (`orm_path`), so that the two are compared there."""
+runs on, once per store backend it has (`store_backend`: the ORM one, and on PostgreSQL the
+single-statement one too), so that the two are compared there."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.conf import settings
+from django.db import connection, transaction
 
-from jobs import redis_store, services
+from jobs import redis_store, services, store
 from jobs.models import Job, JobEvent, JobStatus
+from jobs.services import submission, transitions
+from jobs.store.orm import OrmStore
 from jobs.tasks import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,15 +30,9 @@ ACTOR = "api-key:test"
 
 
 @pytest.fixture
-def orm_path(monkeypatch):
-    """The path of databases other than PostgreSQL, on this one."""
-    monkeypatch.setattr(connections["default"], "vendor", "other")
-
-
-@pytest.fixture
 def fixed_now(monkeypatch):
     moment = services.now()
-    monkeypatch.setattr(services, "now", lambda: moment)
+    monkeypatch.setattr(transitions, "now", lambda: moment)
     return moment
 
 
@@ -62,7 +60,7 @@ def stored(job: Job) -> tuple[dict, list[tuple]]:
 def test_postgresql_stores_a_submit_as_the_orm_does(monkeypatch, fixed_now):
     fast, _ = submit_one("one")
     with monkeypatch.context() as patch:
-        patch.setattr(connections["default"], "vendor", "other")
+        patch.setattr(store, "_backend", OrmStore())
         slow, _ = submit_one("two")
 
     assert stored(fast) == stored(slow)
@@ -75,7 +73,7 @@ def test_postgresql_stores_a_batch_as_the_orm_does(monkeypatch, fixed_now):
     run_at = fixed_now + timedelta(hours=1, microseconds=7)
     fast, _ = submit_batch("one", run_at=run_at)
     with monkeypatch.context() as patch:
-        patch.setattr(connections["default"], "vendor", "other")
+        patch.setattr(store, "_backend", OrmStore())
         slow, _ = submit_batch("two", run_at=run_at)
 
     assert [stored(job) for job in fast] == [stored(job) for job in slow]
@@ -84,10 +82,7 @@ def test_postgresql_stores_a_batch_as_the_orm_does(monkeypatch, fixed_now):
     assert [Job.objects.get(pk=job.pk).updated_at for job in fast] == [job.updated_at for job in fast]
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
-def test_a_batch_is_stored_in_order_with_one_event_each(request, path):
-    if path == "orm":
-        request.getfixturevalue("orm_path")
+def test_a_batch_is_stored_in_order_with_one_event_each(store_backend):
 
     jobs, created = submit_batch("order")
 
@@ -101,23 +96,20 @@ def test_a_batch_is_stored_in_order_with_one_event_each(request, path):
     assert sorted(JobEvent.objects.values_list("job_id", flat=True)) == [job.pk for job in jobs]
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
 @pytest.mark.parametrize(
     ("submit", "lookup"), [(submit_one, "_job_for_idempotency_key"), (submit_batch, "_jobs_for_batch_key")]
 )
-def test_a_key_another_request_stored_meanwhile_returns_its_jobs(request, monkeypatch, path, submit, lookup):
+def test_a_key_another_request_stored_meanwhile_returns_its_jobs(store_backend, monkeypatch, submit, lookup):
     """Two requests race with one Idempotency-Key: the unique constraint refuses the second INSERT."""
-    if path == "orm":
-        request.getfixturevalue("orm_path")
     first, _ = submit("race")
-    stored_lookup = getattr(services, lookup)
+    stored_lookup = getattr(submission, lookup)
     calls = []
 
     def not_seen_at_first(*args):
         calls.append(args)
         return None if len(calls) == 1 else stored_lookup(*args)
 
-    monkeypatch.setattr(services, lookup, not_seen_at_first)
+    monkeypatch.setattr(submission, lookup, not_seen_at_first)
 
     again, created = submit("race")
 
@@ -130,10 +122,7 @@ def test_a_key_another_request_stored_meanwhile_returns_its_jobs(request, monkey
     assert enqueued == sorted(str(job.job_id) for job in (first if isinstance(first, list) else [first]))  # once each
 
 
-@pytest.mark.parametrize("path", ["default", "orm"])
-def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_insert_spares_it(request, path):
-    if path == "orm":
-        request.getfixturevalue("orm_path")
+def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_insert_spares_it(store_backend):
     first, _ = submit_one("k")
     queue = redis_store.queue("default")
 
@@ -142,9 +131,9 @@ def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_
         assert queue.job_ids == [str(first.job_id)]  # not before the commit
         # A repeated key inside the transaction: the refused INSERT rolls back to its savepoint only.
         with pytest.raises(Exception, match="(?i)unique|duplicate"):
-            services._insert_jobs(
+            submission.insert_jobs(
                 [
-                    services._new_job(
+                    submission.new_job(
                         ITEMS[0], submitted_at=services.now(), submitted_by=ACTOR, idempotency_key="k", fingerprint=""
                     )
                 ],
@@ -175,8 +164,8 @@ def test_a_batch_writes_to_redis_what_rq_writes_job_by_job():
             args=(str(job.job_id),),
             job_id=str(job.job_id),
             timeout=job.timeout,
-            result_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
-            failure_ttl=services.settings.SENTINELFLOW_RQ_RESULT_TTL,
+            result_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
+            failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
             description=f"{job.type} {job.job_id}",
         )
         queue.enqueue_job(rq_job)

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from sentinelflow_site.processes import free_port, redis_server_command
+
 from .harness import (
     LOG_TAIL_CHARS,
     REPO_ROOT,
@@ -31,9 +33,7 @@ from .harness import (
     Stack,
     Workers,
     connect_admin,
-    free_port,
     read_log,
-    redis_server_executable,
     spawn,
     stop,
     wait_healthy,
@@ -51,8 +51,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterat
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("redis")
-    args = [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1"]
-    args += ["--save", "", "--appendonly", "no", "--dir", str(data_dir), "--daemonize", "no"]
+    args = redis_server_command(port, "--daemonize", "no", data_dir=data_dir)
     process = spawn("redis-server", args, env=dict(os.environ), log_dir=log_dir)
     SESSION_LOGS.append(("redis-server", process.log))
     try:

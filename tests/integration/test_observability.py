@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import requests
 
+from sentinelflow_site.processes import free_port, redis_server_command
+
 from .harness import (
     TEST_LOGS,
     Api,
@@ -31,8 +33,6 @@ from .harness import (
     Process,
     Stack,
     Workers,
-    free_port,
-    redis_server_executable,
     spawn,
     stop,
     wait_healthy,
@@ -135,8 +135,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir), "--daemonize", "no"]
+        args = redis_server_command(self.port, "--daemonize", "no", data_dir=self.data_dir)
         process = spawn(self.name, args, env=dict(os.environ), log_dir=self.log_dir)
         self.process = process
         remember_log(self.node, process)

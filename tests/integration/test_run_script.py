@@ -9,7 +9,9 @@ import time
 import pytest
 import requests
 
-from .harness import Api, Stack, _session_members, free_port, spawn, stop, wait_until
+from sentinelflow_site.processes import free_port, session_members
+
+from .harness import Api, Stack, spawn, stop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +50,9 @@ def test_run_sh_serves_runs_jobs_sums_gunicorn_metrics_and_stops_on_sigterm(stac
         process.popen.send_signal(signal.SIGTERM)
         assert process.popen.wait(timeout=30) == 0, process.output()
         deadline = time.monotonic() + 10
-        while _session_members(process.pid) and time.monotonic() < deadline:
+        while session_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _session_members(process.pid) == [], "run.sh left processes running"
+        assert session_members(process.pid) == [], "run.sh left processes running"
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
     finally:

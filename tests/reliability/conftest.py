@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from sentinelflow_site.processes import child_environment
 from tests.integration.harness import LOG_TAIL_CHARS, REPO_ROOT, TEST_LOGS, connect_admin, read_log
 
 from .drills import Drill
@@ -32,8 +33,9 @@ def drill_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _migrate(database_url: str, log: Path) -> None:
-    env = {name: value for name, value in os.environ.items() if name not in {"TESTING", "PROMETHEUS_MULTIPROC_DIR"}}
-    env.update(DEBUG="0", SECRET_KEY="drill-secret", DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:1/0")
+    env = child_environment(
+        DEBUG="0", SECRET_KEY="drill-secret", DATABASE_URL=database_url, REDIS_URL="redis://127.0.0.1:1/0"
+    )
     result = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=REPO_ROOT,

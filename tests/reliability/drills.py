@@ -1,6 +1,6 @@
 """The drills' stack: a private redis-server, web servers, workers and sentinels, and ways to break them.
 
-Built on the integration harness (spawn, stop, free_port, wait_until, Api). The drills read
+Built on the integration harness (spawn, stop, wait_until, Api) and sentinelflow_site.processes. The drills read
 job outcomes straight from the database (one query for hundreds of jobs) and the RQ state
 straight from Redis, and talk to the product over HTTP for everything else.
 """
@@ -23,6 +23,7 @@ import pytest
 import redis
 import requests
 
+from sentinelflow_site.processes import free_port, redis_server_command
 from tests.integration.harness import (
     API_KEY,
     QUEUES,
@@ -30,8 +31,6 @@ from tests.integration.harness import (
     Api,
     Process,
     Stack,
-    free_port,
-    redis_server_executable,
     spawn,
     stop,
     wait_healthy,
@@ -63,8 +62,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.starts += 1
-        args = [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir)]
+        args = redis_server_command(self.port, "--daemonize", "no", data_dir=self.data_dir)
         process = self.drill.spawn(f"redis-server-{self.starts}", args, track=False)
         self.process = process
         wait_redis(process, self.port)

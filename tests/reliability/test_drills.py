@@ -13,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.integration.harness import free_port, parse_time, wait_until
+from sentinelflow_site.processes import free_port
+from tests.integration.harness import parse_time, wait_until
 
 from .drills import Drill
 

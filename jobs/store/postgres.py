@@ -1,11 +1,11 @@
-"""Single-statement writes for the hot paths on PostgreSQL: the worker's transitions and submits.
+"""The PostgreSQL backend of the store: each write, with its timeline row, in one statement.
 
 With the ORM, a transition is a compare-and-set UPDATE plus its timeline row in a
 transaction, and a submit is the job plus its first event: four round trips each (the
 statements, BEGIN and COMMIT are sent apart) plus the Python to build each query. On
 PostgreSQL one statement with data-modifying CTEs does the same atomically. The rules
-(which moves are allowed, what changes, what a new job holds) stay in services; this
-module only runs them. Other databases use the ORM path in services.
+(which moves are allowed, what changes, what a new job holds) stay in jobs.services; this
+module only runs them, as jobs.store.orm does on other databases.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
-from .models import Job, JobEvent
+from ..models import Job, JobEvent, JobStatus
 
 JOB = Job._meta.db_table
 EVENT = JobEvent._meta.db_table
@@ -29,12 +29,46 @@ FIELDS_BY_NAME = {field.name: field for field in FIELDS}
 ATTNAMES = [field.attname for field in FIELDS]
 
 
-def supported() -> bool:
-    return connection.vendor == "postgresql"
+class PostgresStore:
+    """jobs.store's operations on PostgreSQL; see jobs.store.orm.OrmStore for what each one does."""
+
+    name = "postgres"
+
+    def move(
+        self,
+        *,
+        job: Job,
+        target: str,
+        allowed: list[str],
+        stamp: datetime,
+        actor: str,
+        changes: dict[str, Any],
+        expect_attempts: int | None = None,
+        expect_updated_at: datetime | None = None,
+    ) -> bool:
+        pins = {"attempts": expect_attempts, "updated_at": expect_updated_at}
+        pins = {name: value for name, value in pins.items() if value is not None}
+        return _execute("id", job.pk, allowed, target, stamp, actor, changes, pins) is not None
+
+    def start(
+        self, *, job_id: str, allowed: list[str], stamp: datetime, actor: str, changes: dict[str, Any]
+    ) -> Job | None:
+        row = _execute(
+            "job_id", job_id, allowed, JobStatus.STARTED, stamp, actor, changes, {}, count_attempt=True, whole_row=True
+        )
+        if row is None:
+            return None
+        values = list(row)
+        for index, column, converters in _converters():
+            for convert in converters:
+                values[index] = convert(values[index], column, connection)
+        return Job.from_db(connection.alias, ATTNAMES, values)
+
+    def insert(self, jobs: list[Job], *, at: datetime, actor: str) -> None:
+        insert_jobs(jobs, at=at, actor=actor)
 
 
-def move(
-    *,
+def _execute(
     lookup: str,
     value: Any,
     allowed: list[str],
@@ -42,39 +76,33 @@ def move(
     stamp: datetime,
     actor: str,
     changes: dict[str, Any],
-    expect_attempts: int | None = None,
+    pins: dict[str, Any],
+    *,
     count_attempt: bool = False,
-    returning_row: bool = False,
-) -> Job | bool | None:
-    """Move the job whose `lookup` column is `value` to `target` if its status is in `allowed`.
+    whole_row: bool = False,
+) -> tuple[Any, ...] | None:
+    """Move the job whose `lookup` column is `value` to `target` if its status is in `allowed` and its
+    `pins` columns hold their values; sets `changes` (and attempts + 1 with `count_attempt`).
 
-    Sets `changes` (and attempts + 1 with `count_attempt`). Returns the updated Job when
-    `returning_row`, else True; None or False when the job was not in an allowed state.
+    Returns the row as stored (all of Job's columns with `whole_row`, else its id); None when none matched.
     """
-    sql = _statement(lookup, tuple(changes), expect_attempts is not None, count_attempt, returning_row)
-    params = [value, list(allowed)]
-    if expect_attempts is not None:
-        params.append(expect_attempts)
-    params += [target, stamp, *(FIELDS_BY_NAME[name].get_db_prep_save(v, connection) for name, v in changes.items())]
+    sql = _statement(lookup, tuple(changes), tuple(pins), count_attempt, whole_row)
+    params = [value, list(allowed), *(_prep_save(name, v) for name, v in pins.items())]
+    params += [target, stamp, *(_prep_save(name, v) for name, v in changes.items())]
     params += [stamp, target, actor]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if not returning_row:
-        return row is not None
-    if row is None:
-        return None
-    values = list(row)
-    for index, column, converters in _converters():
-        for convert in converters:
-            values[index] = convert(values[index], column, connection)
-    return Job.from_db(connection.alias, ATTNAMES, values)
+        return cursor.fetchone()
+
+
+def _prep_save(name: str, value: Any) -> Any:
+    return FIELDS_BY_NAME[name].get_db_prep_save(value, connection)
 
 
 @cache
-def _statement(lookup: str, changed: tuple[str, ...], pin_attempts: bool, count_attempt: bool, row: bool) -> str:
+def _statement(lookup: str, changed: tuple[str, ...], pinned: tuple[str, ...], count_attempt: bool, row: bool) -> str:
     column = Job._meta.get_field(lookup).column
-    pin = " AND attempts = %s" if pin_attempts else ""
+    pin = "".join(f" AND {Job._meta.get_field(name).column} = %s" for name in pinned)
     sets = ["status = %s", "updated_at = %s", *(f"{Job._meta.get_field(name).column} = %s" for name in changed)]
     if count_attempt:
         sets.append("attempts = job.attempts + 1")

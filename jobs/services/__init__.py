@@ -1,0 +1,56 @@
+"""Every write to a job and every state transition, one module per area.
+
+The API, the admin, the worker (jobs.tasks) and the sentinel all call these functions, so each
+lifecycle rule lives here once:
+
+- transitions: the lifecycle table, the compare-and-set that applies it, the clock;
+- lifecycle: start, succeed, fail an attempt, retry, cancel, the backoff (and the three retry paths);
+- submission: new jobs, one or a batch, with Idempotency-Keys;
+- enqueue: RQ plumbing (push after the commit, remove on cancel);
+- repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
+- api_keys: create, revoke, touch.
+
+`from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
+"""
+
+from ..exceptions import PermanentJobError
+from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .lifecycle import (
+    attempts_spent,
+    format_error,
+    job_cancel,
+    job_fail_attempt,
+    job_retry,
+    job_start,
+    job_succeed,
+    retry_backoff,
+)
+from .repairs import RESTORABLE_STATUSES, job_enqueue, job_recover, job_restore
+from .submission import job_submit, job_submit_batch, request_fingerprint
+from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "RESTORABLE_STATUSES",
+    "RUNNABLE_STATUSES",
+    "PermanentJobError",
+    "api_key_create",
+    "api_key_revoke",
+    "api_key_touch",
+    "attempts_spent",
+    "format_error",
+    "hash_api_key_secret",
+    "job_cancel",
+    "job_enqueue",
+    "job_fail_attempt",
+    "job_recover",
+    "job_restore",
+    "job_retry",
+    "job_start",
+    "job_submit",
+    "job_submit_batch",
+    "job_succeed",
+    "now",
+    "request_fingerprint",
+    "retry_backoff",
+]

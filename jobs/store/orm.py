@@ -1,0 +1,75 @@
+"""The ORM backend of the store, for every database: each write and its timeline row in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from ..models import Job, JobEvent, JobStatus
+
+
+class OrmStore:
+    """The store's operations through the Django ORM (the contract jobs.store.postgres also keeps)."""
+
+    name = "orm"
+
+    def move(
+        self,
+        *,
+        job: Job,
+        target: str,
+        allowed: list[str],
+        stamp: datetime,
+        actor: str,
+        changes: dict[str, Any],
+        expect_attempts: int | None = None,
+        expect_updated_at: datetime | None = None,
+    ) -> bool:
+        """Compare-and-set: move the row of `job` to `target` (updated_at = stamp, plus `changes`) if its
+        status is in `allowed` and its attempts and updated_at are those expected, and write the timeline
+        row. False, and nothing written, when the row did not match."""
+        match: dict[str, Any] = {"attempts": expect_attempts, "updated_at": expect_updated_at}
+        match = {name: value for name, value in match.items() if value is not None}
+        with transaction.atomic():
+            updated = Job.objects.filter(pk=job.pk, status__in=allowed, **match).update(
+                status=target, updated_at=stamp, **changes
+            )
+            if updated:
+                JobEvent.objects.create(job_id=job.pk, at=stamp, from_status=job.status, to_status=target, actor=actor)
+        return bool(updated)
+
+    def start(
+        self, *, job_id: str, allowed: list[str], stamp: datetime, actor: str, changes: dict[str, Any]
+    ) -> Job | None:
+        """Move the job `job_id` to `started` if its status is in `allowed`, counting an attempt, and
+        return it as stored; None when it is unknown or did not match (a duplicate delivery that
+        started meanwhile wins: the attempt count is compared too)."""
+        job = Job.objects.filter(job_id=job_id).first()
+        if job is None:
+            return None
+        changes = {**changes, "attempts": job.attempts + 1}
+        target = JobStatus.STARTED
+        if not self.move(
+            job=job,
+            target=target,
+            allowed=allowed,
+            stamp=stamp,
+            actor=actor,
+            changes=changes,
+            expect_attempts=job.attempts,
+        ):
+            return None
+        for field, value in {"status": target, "updated_at": stamp, **changes}.items():
+            setattr(job, field, value)
+        return job
+
+    def insert(self, jobs: list[Job], *, at: datetime, actor: str) -> None:
+        """Store new jobs and their first timeline rows, all or nothing; sets their pk."""
+        with transaction.atomic():
+            if len(jobs) == 1:
+                jobs[0].save()
+            else:
+                Job.objects.bulk_create(jobs)
+            JobEvent.objects.bulk_create(JobEvent(job=job, at=at, to_status=job.status, actor=actor) for job in jobs)
