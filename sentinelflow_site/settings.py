@@ -245,7 +245,13 @@ _redis_options: dict = {
     "retry": Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
 }
 if TESTING:
-    import fakeredis  # test-only dependency: requirements-dev.txt
+    try:
+        import fakeredis  # test-only dependency: requirements-dev.txt
+    except ImportError:
+        raise ImproperlyConfigured(
+            "TESTING=1 (the tests) needs the test requirements: pip install -r requirements-dev.txt "
+            "(./scripts/test.sh installs them)"
+        ) from None
 
     _redis_options = {"connection_class": fakeredis.FakeRedisConnection}
 CACHES = {
