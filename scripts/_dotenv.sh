@@ -9,7 +9,7 @@ write_dev_env() {
   {
     echo "# Written by scripts/dev.sh for development on this machine (not committed; delete it to start afresh)."
     echo "# Real environment variables override these values. Without this file DEBUG=0 and SECRET_KEY is required."
-    sed -E -e '/^# Every setting/d' -e 's/^([A-Z_]+=)/# \1/' \
+    sed -E -e '/^# Every setting/,/^# \(see README/d' -e 's/^([A-Z_]+=)/# \1/' \
       -e "s/^# DEBUG=.*/DEBUG=1/" -e "s/^# SECRET_KEY=.*/SECRET_KEY=$secret/" "$example"
   } > "$file"
   chmod 600 "$file"
