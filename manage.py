@@ -10,6 +10,9 @@ def main() -> None:
     if sys.argv[1:2] == ["runstack"]:
         # The development stack runs on embedded defaults: DEBUG=1 (dev API key, per-run SECRET_KEY).
         os.environ.setdefault("DEBUG", "1")
+    if sys.argv[1:2] == ["test"]:
+        # The suite runs in testing mode (fakeredis in-process, no .env): set before the settings load.
+        os.environ["TESTING"] = "1"
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 

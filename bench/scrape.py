@@ -57,6 +57,7 @@ def main() -> None:
     redis_port, web_port = free_port(), free_port()
     env = child_environment(
         drop={"TESTING"},
+        ENV_FILE=os.devnull,  # a developer's .env must not change what the bench measures
         DEBUG="0",
         SECRET_KEY="bench",
         API_KEY="bench-key",
@@ -73,7 +74,7 @@ def main() -> None:
             start_process(redis_server_command(redis_port), env=env, cwd=workdir, log=workdir / "redis.log")
         )
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")})
+        os.environ.update({k: env[k] for k in ("ENV_FILE", "DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinelflow_site.settings")
         import django
 

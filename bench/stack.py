@@ -96,7 +96,8 @@ class Stack:
         # WORKER_CONCURRENCY and the like come only from --worker-args, so that a run says what it ran.
         drop = CHILD_ENV_DROPPED | {"GUNICORN_CMD_ARGS", "DJANGO_SETTINGS_MODULE"}
         drop |= {"WORKER_CONCURRENCY", "QUEUES", "RQ_RESULT_TTL", "DB_CONN_MAX_AGE", "WEB_CONCURRENCY"}
-        return child_environment(drop=drop)
+        # A developer's .env (DEBUG=1, ...) must not change what the bench measures.
+        return child_environment(drop=drop, ENV_FILE=os.devnull)
 
     def app_env(self) -> dict[str, str]:
         env = self.base_env()
@@ -206,7 +207,7 @@ class Stack:
         """The bench process reads and writes the bench database itself (counts, timings, bulk rows)."""
         env = self.app_env()
         os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")})
-        os.environ.update(LOG_LEVEL="WARNING")
+        os.environ.update(LOG_LEVEL="WARNING", ENV_FILE=os.devnull)
         os.environ.pop("TESTING", None)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         os.environ["DJANGO_SETTINGS_MODULE"] = "sentinelflow_site.settings"

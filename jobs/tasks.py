@@ -10,6 +10,7 @@ from rq import Retry, get_current_job
 from . import redis_store, services
 from .handlers import JobContext, get_job_type
 from .models import Job, JobStatus
+from .worker import CANCELLED_RUN
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ def run_job(job_id: str) -> Any:
     Handler errors never escape to RQ: the database is the record. When the job
     is to be retried, an rq.Retry is returned so that RQ reschedules this same
     RQ job after the backoff (run by a worker started with --with-scheduler).
+    A run whose job was cancelled meanwhile returns CANCELLED_RUN, logged as such.
     """
     # The lease says "this run is alive" for as long as this process lives; the sentinel runs the
     # job again once it expires. Taking and releasing it ride on the start's and the outcome's
@@ -44,13 +46,19 @@ def _run(job_id: str, lease: redis_store.JobLease) -> Any:
         context = JobContext(job_id=job_id, attempt=job.attempts, is_cancelled=lambda: _is_cancelled(job_id))
         result = job_type.run(job.payload, context)
     except Exception as error:  # noqa: BLE001 - any handler failure is a failed attempt, including RQ's timeout
-        logger.info("job %s attempt %s failed: %r", job_id, job.attempts, error)
         delay = services.job_fail_attempt(job=job, error=error, actor=actor, lease=lease)
+        if delay is None and _is_cancelled(job_id):
+            # Stopped on its worker (jobs.worker.JobStopped) or failed after the cancel: not a failed attempt.
+            logger.info("job %s attempt %s stopped: it was cancelled while it ran", job_id, job.attempts)
+            return CANCELLED_RUN
+        logger.info("job %s attempt %s failed: %r", job_id, job.attempts, error)
         if delay is None:
             return None
         # RQ counts its own retries of this RQ job; the database decides, so RQ's cap only needs to stay above.
         return Retry(max=job.attempts + 1, interval=delay)
-    services.job_succeed(job=job, result=result, actor=actor, lease=lease)
+    if services.job_succeed(job=job, result=result, actor=actor, lease=lease) is None and _is_cancelled(job_id):
+        logger.info("job %s attempt %s finished after it was cancelled; its result is dropped", job_id, job.attempts)
+        return CANCELLED_RUN
     return None
 
 

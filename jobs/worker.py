@@ -8,7 +8,8 @@ What the fork gave, this class keeps:
 - cancelling a running job: RQ's stop-job command interrupts it with a signal;
 - Django hygiene between jobs: stale database connections are closed, as after a request.
 It also outlives a Redis outage: where RQ's loop quits on a lost connection, this one waits
-and reconnects.
+and reconnects; a worker that starts while Redis does not answer waits for it the same way,
+saying so with the REDIS_URL it tries, instead of exiting with RQ's bare connection error.
 
 `ConcurrentWorker` runs WORKER_CONCURRENCY such workers in threads of one process, for
 I/O-bound job types: several jobs in flight per process, each one an ordinary RQ worker with
@@ -23,6 +24,7 @@ import signal
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -37,6 +39,36 @@ logger = logging.getLogger(__name__)
 # Sent by the worker to itself to interrupt the job it runs when RQ's stop-job command arrives.
 STOP_JOB_SIGNAL = signal.SIGUSR1
 REDIS_RETRY_SECONDS = 2.0
+# Waiting for Redis at start: 1 s, 2 s, 4 s ... between tries, at most this long.
+REDIS_START_BACKOFF_MAX = 30.0
+# What run_job returns for a run that ended because its job was cancelled (RQ keeps it as the result).
+CANCELLED_RUN = "cancelled"
+
+
+def redis_url_for_logs() -> str:
+    """REDIS_URL without its password, to name it in a log line."""
+    url = urlsplit(settings.REDIS_URL)
+    if url.password is None:
+        return settings.REDIS_URL
+    return url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@")).geturl()
+
+
+def wait_for_redis_at_start(connection: redis.Redis) -> None:
+    """Return once Redis answers, logging each refusal with REDIS_URL and the next try (exponential backoff)."""
+    delay = 1.0
+    while True:
+        try:
+            connection.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            logger.warning(
+                "Worker: Redis at REDIS_URL=%s does not answer (%s); waiting for it, next try in %.0f s",
+                redis_url_for_logs(),
+                error,
+                delay,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, REDIS_START_BACKOFF_MAX)
 
 
 class JobStopped(Exception):
@@ -47,6 +79,10 @@ class Worker(SimpleWorker):
     """A no-fork RQ worker for Django jobs (see the module docstring)."""
 
     def __init__(self, *args, **kwargs):
+        connection = kwargs.get("connection")
+        if connection is not None and kwargs.get("prepare_for_work", True):
+            # RQ talks to Redis while it builds the worker and would exit on a refused connection.
+            wait_for_redis_at_start(connection)
         super().__init__(*args, **kwargs)
         self._running_job_id: str | None = None
         self._stop_job_id: str | None = None
@@ -64,6 +100,18 @@ class Worker(SimpleWorker):
     def _install_signal_handlers(self):
         super()._install_signal_handlers()
         signal.signal(STOP_JOB_SIGNAL, self._interrupt_stopped_job)
+
+    def _finalize_success(self, job: RQJob, queue: Queue, execution, return_value):
+        if return_value != CANCELLED_RUN:
+            return super()._finalize_success(job, queue, execution, return_value)
+        # The job was cancelled while it ran (jobs.tasks logged it). For RQ the function returned, so its
+        # bookkeeping is a success's; its "Successfully completed" line would contradict the job's status.
+        self.log.info("Worker %s: job %s stopped: it was cancelled while it ran", self.name, job.id)
+        log, self.log = self.log, _WithoutSuccessLine(self.log, {})
+        try:
+            return super()._finalize_success(job, queue, execution, return_value)
+        finally:
+            self.log = log
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
         """RQ's stop-job command (from the pubsub thread): interrupt the job if it is still the one running."""
@@ -111,6 +159,14 @@ class Worker(SimpleWorker):
                 self.name = uuid.uuid4().hex
                 self.log.info("Worker %s: Redis is back; resuming", self.name)
                 return
+
+
+class _WithoutSuccessLine(logging.LoggerAdapter):
+    """RQ's worker log for one cancelled run: everything but its "Successfully completed" line."""
+
+    def info(self, msg, *args, **kwargs):
+        if not str(msg).startswith("Successfully completed"):
+            super().info(msg, *args, **kwargs)
 
 
 class _ThreadWorker(Worker):

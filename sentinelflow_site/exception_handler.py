@@ -14,6 +14,8 @@ from rest_framework.views import exception_handler
 from jobs.exceptions import JobError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+# How much of an unsupported Content-Type a 415 repeats back.
+MEDIA_TYPE_SHOWN = 100
 
 
 def api_exception_handler(exc, context):
@@ -26,6 +28,11 @@ def api_exception_handler(exc, context):
         return Response({"detail": StoreUnavailable.default_detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, exceptions.NotAuthenticated):
         exc.detail = "Authentication required: send an API key in the X-API-Key header."
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        # DRF names only the media type; say what to send instead (a form post is the usual mistake).
+        sent = context["request"].content_type or "none"
+        sent = sent if len(sent) <= MEDIA_TYPE_SHOWN else sent[:MEDIA_TYPE_SHOWN] + "..."
+        exc.detail = f'Send the body as JSON, with the header Content-Type: application/json (not "{sent}").'
     return exception_handler(exc, context)
 
 

@@ -12,10 +12,13 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -64,6 +67,13 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in (env_str(name, default) or "").split(",") if item.strip()]
 
 
+# Development defaults that every command shares: the .env file at the project root (scripts/dev.sh writes
+# one on its first run), or the file ENV_FILE names. Variables already in the environment win over it; without
+# the file nothing changes, so the production rules below stay strict. The test suite (TESTING=1) never reads
+# it: a developer's .env must not change what the tests see.
+if not env_bool("TESTING", False):
+    load_dotenv(env_str("ENV_FILE", str(BASE_DIR / ".env")), override=False)
+
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("TESTING", False)
 
@@ -86,6 +96,13 @@ SENTINELFLOW_READS_REQUIRE_KEY = env_bool("READS_REQUIRE_KEY", False)
 REDIS_URL = env_str("REDIS_URL", "redis://localhost:6379/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
+try:
+    parse_url(REDIS_URL)
+except ValueError as error:
+    raise ImproperlyConfigured(f"REDIS_URL is not a valid Redis URL ({error}), got {REDIS_URL!r}") from None
+# redis-py reads a path that is not a number as database 0: refuse it rather than use the wrong database.
+if REDIS_URL.startswith(("redis://", "rediss://")) and not re.fullmatch(r"/?\d*", urlsplit(REDIS_URL).path):
+    raise ImproperlyConfigured(f"REDIS_URL must end in a database number such as /0, got {REDIS_URL!r}")
 
 try:
     DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
@@ -126,6 +143,9 @@ SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 SENTINELFLOW_WEBHOOK_TIMEOUT = env_number("WEBHOOK_TIMEOUT", 10, minimum=0.1, integer=False)
 # How long RQ keeps a finished job in Redis; the database keeps the record for good.
 SENTINELFLOW_RQ_RESULT_TTL = int(env_number("RQ_RESULT_TTL", 600))
+
+# Job types beyond the built-in ones: modules to import at start (each app's job_types module is found anyway).
+SENTINELFLOW_HANDLER_MODULES = env_list("SENTINELFLOW_HANDLER_MODULES", "")
 
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
@@ -225,7 +245,13 @@ _redis_options: dict = {
     "retry": Retry(ExponentialBackoff(cap=0.1, base=0.02), retries=1),
 }
 if TESTING:
-    import fakeredis  # test-only dependency: requirements-dev.txt
+    try:
+        import fakeredis  # test-only dependency: requirements-dev.txt
+    except ImportError:
+        raise ImproperlyConfigured(
+            "TESTING=1 (the tests) needs the test requirements: pip install -r requirements-dev.txt "
+            "(./scripts/test.sh installs them)"
+        ) from None
 
     _redis_options = {"connection_class": fakeredis.FakeRedisConnection}
 CACHES = {

@@ -1,4 +1,5 @@
-"""Shared fixtures. The unit suite runs with TESTING=1: Redis is an in-process fakeredis server."""
+"""Shared fixtures. The unit suite runs with TESTING=1 (set by tests/testing_mode.py): Redis is an in-process
+fakeredis server."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ if os.environ.get("CI"):
 def pytest_configure(config):
     # The in-process tests need fakeredis; integration tests start their own real services either way.
     if not settings.TESTING:
-        raise pytest.UsageError("Run the test suite with TESTING=1 (see README: Tests).")
+        raise pytest.UsageError("The test suite runs with TESTING=1: load it with -p tests.testing_mode.")
 
 
 def pytest_generate_tests(metafunc):

@@ -170,11 +170,21 @@ def test_malformed_json_is_400(api):
     assert "JSON parse error" in response.json()["detail"]
 
 
-def test_wrong_content_type_is_415(api):
+def test_form_encoded_post_is_415_saying_to_send_json(api):
     response = api.post("/jobs", data="type=echo", content_type="application/x-www-form-urlencoded")
 
     assert response.status_code == 415
-    assert "detail" in response.json()
+    detail = response.json()["detail"]
+    assert "Content-Type: application/json" in detail
+    assert '"application/x-www-form-urlencoded"' in detail
+    assert Job.objects.count() == 0
+
+
+def test_415_repeats_only_the_start_of_a_huge_content_type(api):
+    response = api.post("/jobs", data="x", content_type="application/" + "x" * 10_000)
+
+    assert response.status_code == 415
+    assert len(response.json()["detail"]) < 300
 
 
 def test_body_over_the_limit_is_413(api, settings):

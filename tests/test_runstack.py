@@ -34,7 +34,12 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_runstack_serves_runs_jobs_and_stops_everything_on_ctrl_c(tmp_path):
+def ignore_sigint() -> None:
+    """What a shell does to a command it starts in the background (`runstack &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_runstack_serves_runs_jobs_and_stops_everything_on_sigint_even_in_the_background(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"TESTING", "DEBUG", "SECRET_KEY", "REDIS_URL"}}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
@@ -45,6 +50,7 @@ def test_runstack_serves_runs_jobs_and_stops_everything_on_ctrl_c(tmp_path):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=ignore_sigint,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -58,6 +64,9 @@ def test_runstack_serves_runs_jobs_and_stops_everything_on_ctrl_c(tmp_path):
         wait_for(healthy, 60, "the web server")
         output = (tmp_path / "runstack.log").read_text()
         assert "API key      dev-key" in output
+        assert "(--embedded-redis)" in output  # the reason it was started
+        assert "DEBUG=1 " in output  # no .env here (ENV_FILE=/dev/null): the hint says what other commands need
+        assert "Redis is starting" not in output and "overcommit" not in output  # the server's own log is elsewhere
         redis_port = int(output.split("Started an embedded Redis at redis://127.0.0.1:")[1].split("/")[0])
 
         created = requests.post(

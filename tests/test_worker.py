@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -51,6 +52,62 @@ def test_cancel_interrupts_a_running_job_that_never_checks(submit, stubborn_type
     assert time.monotonic() - started < 5  # not the handler's 10 s
     row = Job.objects.get(job_id=job["job_id"])
     assert (row.status, row.result, row.attempts) == (JobStatus.CANCELLED, None, 1)
+
+
+def test_a_job_cancelled_while_it_runs_is_logged_as_cancelled_not_failed_nor_completed(submit, stubborn_type, caplog):
+    caplog.set_level(logging.INFO)
+    job = submit({"type": "stubborn", "payload": {"seconds": 10}})
+
+    def cancel_once_started():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            row = Job.objects.get(job_id=job["job_id"])
+            if row.status == JobStatus.STARTED:
+                services.job_cancel(job=row, actor="test")
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_once_started)
+    canceller.start()
+    Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="INFO")
+    canceller.join()
+
+    job_lines = [record.getMessage() for record in caplog.records if job["job_id"] in record.getMessage()]
+    assert any("stopped: it was cancelled while it ran" in line for line in job_lines), job_lines
+    assert not any("failed" in line or "Successfully completed" in line for line in job_lines), job_lines
+    assert Job.objects.get(job_id=job["job_id"]).status == JobStatus.CANCELLED
+
+
+def test_a_run_that_finishes_after_its_cancel_drops_its_result_and_says_so(submit, run_worker, caplog):
+    @job_type("cancels-itself", payload_serializer=EchoPayload)
+    def cancels_itself(payload: dict, context: JobContext) -> dict:
+        # A cancel whose stop request never reached the worker: the handler runs to its end.
+        Job.objects.filter(job_id=context.job_id).update(status=JobStatus.CANCELLED)
+        return {"done": True}
+
+    caplog.set_level(logging.INFO)
+    try:
+        job = submit({"type": "cancels-itself", "payload": {}})
+        Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="INFO")
+    finally:
+        REGISTRY.pop("cancels-itself")
+
+    job_lines = [record.getMessage() for record in caplog.records if job["job_id"] in record.getMessage()]
+    assert any("finished after it was cancelled; its result is dropped" in line for line in job_lines), job_lines
+    assert not any("Successfully completed" in line for line in job_lines), job_lines
+    row = Job.objects.get(job_id=job["job_id"])
+    assert (row.status, row.result) == (JobStatus.CANCELLED, None)
+
+
+def test_a_failing_job_still_logs_its_failed_attempt_and_rq_completion(submit, caplog):
+    caplog.set_level(logging.INFO)
+    job = submit({"type": "fail", "max_retries": 0})
+
+    Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="INFO")
+
+    job_lines = [record.getMessage() for record in caplog.records if job["job_id"] in record.getMessage()]
+    assert any("attempt 1 failed" in line for line in job_lines), job_lines
+    assert any("Successfully completed" in line for line in job_lines), job_lines
 
 
 def test_concurrent_worker_runs_io_bound_jobs_side_by_side(submit, settings):

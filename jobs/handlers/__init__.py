@@ -6,8 +6,11 @@ the function gets the validated payload and a JobContext when a worker runs it
 and returns a JSON-serialisable result. Raising fails the attempt (and retries
 it); raising jobs.exceptions.PermanentJobError fails the job at once.
 
-Built-in types live in this package; modules listed in the setting
-SENTINELFLOW_HANDLER_MODULES are imported at start so they can register more.
+Built-in types live in this package. More are found at start, without editing this project:
+- a `job_types` module in any installed Django app (`myapp/job_types.py`), found the way the
+  admin finds `admin.py` (django.utils.module_loading.autodiscover_modules);
+- the modules named in the SENTINELFLOW_HANDLER_MODULES environment variable (comma-separated
+  dotted paths, for code that is not a Django app).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import autodiscover_modules
 from rest_framework import serializers
 
 BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
@@ -62,9 +67,22 @@ def job_type_names() -> list[str]:
     return sorted(REGISTRY)
 
 
+# The module that an installed app may ship to register job types, as `admin` is for the admin.
+APP_MODULE = "job_types"
+
+
 def load_handlers() -> None:
-    """Import the built-in handler modules and those named in settings."""
+    """Import the built-in handler modules, every installed app's `job_types` module and those named in
+    SENTINELFLOW_HANDLER_MODULES; a name there that cannot be imported stops the start naming the variable."""
     for module in BUILT_IN_MODULES:
         importlib.import_module(f"{__name__}.{module}")
+    autodiscover_modules(APP_MODULE)
     for module in getattr(settings, "SENTINELFLOW_HANDLER_MODULES", []):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not (module == error.name or module.startswith(f"{error.name}.")):
+                raise  # the module exists; something it imports does not
+            raise ImproperlyConfigured(
+                f"SENTINELFLOW_HANDLER_MODULES names {module!r}, which cannot be imported (is it on the Python path?)"
+            ) from None

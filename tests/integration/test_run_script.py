@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -55,5 +57,67 @@ def test_run_sh_serves_runs_jobs_sums_gunicorn_metrics_and_stops_on_sigterm(stac
         assert session_members(process.pid) == [], "run.sh left processes running"
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        stop(process)
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, process group) of `pid` from /proc, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: Stack, tmp_path):
+    port = free_port()
+    env = stack.env(
+        REDIS_URL=stack.redis_url.rsplit("/", 1)[0] + "/9",
+        BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        RQ_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    process = spawn("run-sh-worker-dies", ["bash", "scripts/run.sh"], env=env, log_dir=stack.log_dir)
+    api = Api(f"http://127.0.0.1:{port}")
+    try:
+
+        def healthy() -> bool:
+            try:
+                return api.get("/healthz").status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(healthy, timeout=90, message=lambda: f"run.sh did not serve:\n{process.output()}")
+
+        # The worker that runs the RQ scheduler: its scheduler is a forked process that would outlive it.
+        def worker_with_scheduler() -> int | None:
+            members = _session_members(process.pid)
+            workers = [pid for pid in members if "rqworker" in _cmdline(pid) and _stat(pid)[1] == process.pid]
+            for pid in workers:
+                if any(_stat(other) and _stat(other)[1] == pid for other in members):
+                    return pid
+            return None
+
+        worker = wait_until(worker_with_scheduler, timeout=30, message=lambda: f"no scheduler:\n{process.output()}")
+        os.kill(worker, signal.SIGKILL)
+
+        assert process.popen.wait(timeout=60) != 0, process.output()
+        assert "a process exited (status 137); stopping the others" in process.output()
+        deadline = time.monotonic() + 10
+        while _session_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {pid: _cmdline(pid) for pid in _session_members(process.pid)}
+        assert left == {}, f"run.sh left processes running: {left}"
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the web port"
     finally:
         stop(process)

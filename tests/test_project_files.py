@@ -1,0 +1,38 @@
+"""The project's files agree with each other: packaging with the requirements, settings with their docs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("-r")]
+
+
+def test_pyproject_dependencies_are_the_pins_of_requirements_txt():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    assert sorted(pyproject["project"]["dependencies"]) == sorted(requirement_lines(ROOT / "requirements.txt"))
+    assert all("==" in line for line in requirement_lines(ROOT / "requirements-dev.txt"))
+    assert pyproject["build-system"]["build-backend"] == "setuptools.build_meta"
+
+
+def settings_variables() -> set[str]:
+    source = (ROOT / "sentinelflow_site" / "settings.py").read_text()
+    return set(re.findall(r"env_(?:str|bool|number|rate|list)\(\s*\"([A-Z_]+)\"", source))
+
+
+def test_every_variable_settings_read_is_in_env_example_and_the_readme_table():
+    variables = settings_variables()
+    example = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+
+    assert {"DEBUG", "SECRET_KEY", "REDIS_URL", "ENV_FILE", "SENTINELFLOW_HANDLER_MODULES"} <= variables
+    assert variables - example == set()
+    assert {name for name in variables if f"`{name}`" not in table} == set()
