@@ -74,7 +74,8 @@ def main() -> None:
             start_process(redis_server_command(redis_port), env=env, cwd=workdir, log=workdir / "redis.log")
         )
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        os.environ.update({k: env[k] for k in ("ENV_FILE", "DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")})
+        passed_on = ("ENV_FILE", "DEBUG", "SECRET_KEY", "API_KEY", "REDIS_URL", "DATABASE_URL")
+        os.environ.update({k: env[k] for k in passed_on})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinelflow_site.settings")
         import django
 

@@ -10,9 +10,12 @@ from rq import Retry, get_current_job
 from . import redis_store, services
 from .handlers import JobContext, get_job_type
 from .models import Job, JobStatus
-from .worker import CANCELLED_RUN
 
 logger = logging.getLogger(__name__)
+
+# What run_job returns for a run that ended because its job was cancelled (RQ keeps it as the result;
+# jobs.worker logs such a run as cancelled).
+CANCELLED_RUN = "cancelled"
 
 
 def run_job(job_id: str) -> Any:

@@ -34,6 +34,8 @@ from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
+from .tasks import CANCELLED_RUN
+
 logger = logging.getLogger(__name__)
 
 # Sent by the worker to itself to interrupt the job it runs when RQ's stop-job command arrives.
@@ -41,8 +43,6 @@ STOP_JOB_SIGNAL = signal.SIGUSR1
 REDIS_RETRY_SECONDS = 2.0
 # Waiting for Redis at start: 1 s, 2 s, 4 s ... between tries, at most this long.
 REDIS_START_BACKOFF_MAX = 30.0
-# What run_job returns for a run that ended because its job was cancelled (RQ keeps it as the result).
-CANCELLED_RUN = "cancelled"
 
 
 def redis_url_for_logs() -> str:

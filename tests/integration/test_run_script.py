@@ -100,7 +100,7 @@ def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: St
 
         # The worker that runs the RQ scheduler: its scheduler is a forked process that would outlive it.
         def worker_with_scheduler() -> int | None:
-            members = _session_members(process.pid)
+            members = session_members(process.pid)
             workers = [pid for pid in members if "rqworker" in _cmdline(pid) and _stat(pid)[1] == process.pid]
             for pid in workers:
                 if any(_stat(other) and _stat(other)[1] == pid for other in members):
@@ -113,9 +113,9 @@ def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: St
         assert process.popen.wait(timeout=60) != 0, process.output()
         assert "a process exited (status 137); stopping the others" in process.output()
         deadline = time.monotonic() + 10
-        while _session_members(process.pid) and time.monotonic() < deadline:
+        while session_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = {pid: _cmdline(pid) for pid in _session_members(process.pid)}
+        left = {pid: _cmdline(pid) for pid in session_members(process.pid)}
         assert left == {}, f"run.sh left processes running: {left}"
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the web port"

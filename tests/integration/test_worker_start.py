@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from .harness import Stack, free_port, redis_server_executable, spawn, stop, wait_until
+from sentinelflow_site.processes import free_port, redis_server_command
+
+from .harness import Stack, spawn, stop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +30,7 @@ def test_worker_started_before_redis_names_redis_url_waits_then_listens(stack: S
         assert worker.alive(), worker.output()
         assert "s3cret" not in worker.output()
 
-        args = [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "s3cret"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+        args = redis_server_command(port, "--requirepass", "s3cret", data_dir=tmp_path)
         server = spawn("redis-server-late", args, env=stack.env(), log_dir=stack.log_dir)
         wait_redis_with_password(server, port)
 
