@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
+import certifi
+import urllib3
 from django.conf import settings
 from rest_framework import serializers
 
@@ -15,6 +18,7 @@ from . import JobContext, job_type
 
 MAX_REDIRECTS = 5
 RESPONSE_EXCERPT_CHARS = 1000
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class WebhookTargetRefused(PermanentJobError):
@@ -28,24 +32,81 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_target(url: str) -> None:
-    """Refuse URLs whose host is, or resolves to, a loopback, private, link-local or reserved address.
+@dataclass(frozen=True)
+class Target:
+    """Where one webhook request goes: the URL's parts and the one address that was checked."""
 
-    Skipped when WEBHOOK_ALLOW_PRIVATE=1 (for webhooks inside a private network).
+    scheme: str
+    host: str  # ASCII (IDNA) host name or IP literal: the TLS server name and the Host header's host
+    port: int
+    address: str
+    host_header: str
+    path: str
+
+
+def check_target(url: str) -> Target:
+    """Resolve the URL's host once and refuse it if ANY address is loopback, private, link-local or reserved.
+
+    The request then connects to the checked address (see `send`), so a second DNS answer
+    (rebinding) never decides where it goes. The address checks are skipped when
+    WEBHOOK_ALLOW_PRIVATE=1 (for webhooks inside a private network); the pinning is not.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise WebhookTargetRefused(f"Only http and https URLs with a host are allowed: {url!r}")
-    if settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE:
-        return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as error:
+        host = parts.hostname.encode("idna").decode("ascii")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError) as error:
         raise WebhookTargetRefused(f"Cannot resolve {parts.hostname!r}: {error}") from None
-    for info in infos:
-        address = info[4][0]
-        if not is_public_address(address):
-            raise WebhookTargetRefused(f"{parts.hostname!r} resolves to non-public address {address}; refused.")
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise WebhookTargetRefused(f"{parts.hostname!r} has no address")
+    if not settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE:
+        for address in addresses:
+            if not is_public_address(address):
+                raise WebhookTargetRefused(f"{parts.hostname!r} resolves to non-public address {address}; refused.")
+    bracketed = f"[{host}]" if ":" in host else host
+    return Target(
+        scheme=parts.scheme,
+        host=host,
+        port=port,
+        address=addresses[0],
+        host_header=bracketed if parts.port is None else f"{bracketed}:{port}",
+        path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+    )
+
+
+def send(target: Target, *, method: str, body: bytes | None, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    """One request to the checked address, never to a fresh DNS answer.
+
+    The Host header names the URL's host; over https the TLS server name (SNI) and the
+    certificate check use the host name too, so pinning the address weakens nothing.
+    """
+    timeout = urllib3.Timeout(connect=settings.SENTINELFLOW_WEBHOOK_TIMEOUT, read=settings.SENTINELFLOW_WEBHOOK_TIMEOUT)
+    options: dict[str, Any] = {"host": target.address, "port": target.port, "timeout": timeout, "retries": False}
+    pool: urllib3.HTTPConnectionPool
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(
+            **options,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            server_hostname=target.host,
+            assert_hostname=target.host,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(**options)
+    with pool:
+        return pool.urlopen(
+            method,
+            target.path,
+            body=body,
+            headers={**headers, "Host": target.host_header},
+            redirect=False,
+            assert_same_host=False,
+            preload_content=True,
+        )
 
 
 def literal_target_error(url: str) -> str | None:
@@ -85,19 +146,18 @@ def webhook(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """
     url = payload["url"]
     headers = {"User-Agent": "sentinelflow-webhook", "X-Sentinelflow-Job": context.job_id, **payload["headers"]}
+    body = None
+    if payload["body"] is not None:
+        body = json.dumps(payload["body"]).encode()
+        headers["Content-Type"] = "application/json"
     for _ in range(MAX_REDIRECTS + 1):
-        check_target(url)
-        response = requests.post(
-            url,
-            json=payload["body"],
-            headers=headers,
-            timeout=settings.SENTINELFLOW_WEBHOOK_TIMEOUT,
-            allow_redirects=False,
-        )
-        if response.is_redirect:
-            url = urljoin(url, response.headers["Location"])
+        response = send(check_target(url), method="POST", body=body, headers=headers)
+        text = response.data.decode("utf-8", errors="replace")
+        location = response.headers.get("Location")
+        if response.status in REDIRECT_STATUSES and location:
+            url = urljoin(url, location)
             continue
-        if not response.ok:
-            raise RuntimeError(f"webhook answered {response.status_code}: {response.text[:RESPONSE_EXCERPT_CHARS]}")
-        return {"status_code": response.status_code, "body": response.text[:RESPONSE_EXCERPT_CHARS]}
+        if not 200 <= response.status < 400:
+            raise RuntimeError(f"webhook answered {response.status}: {text[:RESPONSE_EXCERPT_CHARS]}")
+        return {"status_code": response.status, "body": text[:RESPONSE_EXCERPT_CHARS]}
     raise PermanentJobError(f"more than {MAX_REDIRECTS} redirects")

@@ -1,0 +1,173 @@
+"""Attacks on the webhook job type: DNS rebinding, IPv6 forms of private IPv4, credentials on redirects.
+
+Nothing here sends traffic beyond loopback: "public" DNS answers come from a resolver stub, and
+connections to anything but loopback are recorded and refused at the socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PUBLIC_ADDRESS = "93.184.216.34"  # what the stub answers first; never actually connected to
+
+
+class Internal(BaseHTTPRequestHandler):
+    """The stand-in for an internal service (or a receiver, when private targets are allowed)."""
+
+    requests: list[dict] = []
+    answers: list[tuple[int, dict[str, str]]] = []
+
+    def _record(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        Internal.requests.append(
+            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+        )
+        status, headers = Internal.answers.pop(0) if Internal.answers else (200, {})
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "13")
+        self.end_headers()
+        self.wfile.write(b"internal-data")
+
+    do_GET = do_POST = _record
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def internal():
+    Internal.requests, Internal.answers = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+class StubResolver:
+    """dns["name"] = [answers...]: each lookup of name takes the next answer (the last one repeats)."""
+
+    def __init__(self, real_getaddrinfo):
+        self.zones: dict[str, list[str]] = {}
+        self.lookups: list[str] = []
+        self.real_getaddrinfo = real_getaddrinfo
+
+    def __setitem__(self, name: str, answers: list[str]) -> None:
+        self.zones[name] = list(answers)
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        if host not in self.zones:
+            return self.real_getaddrinfo(host, port, *args, **kwargs)
+        self.lookups.append(host)
+        answers = self.zones[host]
+        address = answers.pop(0) if len(answers) > 1 else answers[0]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+@pytest.fixture
+def dns(monkeypatch) -> StubResolver:
+    resolver = StubResolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver.getaddrinfo)
+    return resolver
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every address a socket connects to; anything but loopback is refused without leaving the host."""
+    seen: list[str] = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        seen.append(address[0])
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise ConnectionRefusedError(f"test: no traffic to {address[0]}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return seen
+
+
+def run_job(api, submit, run_worker, payload: dict) -> dict:
+    job = submit({"type": "webhook", "payload": payload, "max_retries": 0})
+    run_worker()
+    return api.get(f"/jobs/{job['job_id']}").json()
+
+
+def test_dns_rebinding_to_loopback_never_reaches_the_internal_server(
+    api, submit, run_worker, internal, dns, connections
+):
+    # First answer public (passes the check), every later answer the internal server's address.
+    dns["rebind.example"] = [PUBLIC_ADDRESS, "127.0.0.1"]
+
+    job = run_job(api, submit, run_worker, {"url": f"http://rebind.example:{internal}/hook", "body": {"a": 1}})
+
+    assert Internal.requests == []
+    assert connections == [PUBLIC_ADDRESS]  # the checked address, and nothing else
+    assert dns.lookups == ["rebind.example"]  # resolved once
+    assert job["status"] == "failed"
+    assert "internal-data" not in json.dumps(job)
+
+
+def test_host_resolving_to_any_private_address_is_refused(api, submit, run_worker, internal, monkeypatch, connections):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def two_answers(host, port, *args, **kwargs):
+        if host == "mixed.example":
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_ADDRESS, port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_answers)
+
+    job = run_job(api, submit, run_worker, {"url": f"http://mixed.example:{internal}/"})
+
+    assert (job["status"], Internal.requests, connections) == ("failed", [], [])
+    assert "WebhookTargetRefused" in job["error"]
+
+
+def test_pinned_request_names_the_host_in_the_host_header(api, submit, run_worker, internal, dns, settings):
+    settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = True
+    dns["hooks.example"] = ["127.0.0.1"]
+
+    job = run_job(api, submit, run_worker, {"url": f"http://hooks.example:{internal}/in?x=1", "body": {"k": 1}})
+
+    assert job["status"] == "succeeded", job["error"]
+    [request] = Internal.requests
+    assert (request["path"], request["headers"]["Host"], json.loads(request["body"])) == (
+        "/in?x=1",
+        f"hooks.example:{internal}",
+        {"k": 1},
+    )
+
+
+def test_rebinding_on_a_redirect_hop_is_pinned_too(api, submit, run_worker, internal, dns, connections, monkeypatch):
+    from jobs.handlers import webhook
+
+    # The stand-in plays a public receiver (127.0.0.1 counts as public here) that redirects to a
+    # name answering a public address first and another loopback address, 127.0.0.2, after.
+    real_is_public = webhook.is_public_address
+    monkeypatch.setattr(webhook, "is_public_address", lambda address: address == "127.0.0.1" or real_is_public(address))
+    dns["first.example"] = ["127.0.0.1"]
+    dns["rebind.example"] = [PUBLIC_ADDRESS, "127.0.0.2"]
+    Internal.answers = [(302, {"Location": f"http://rebind.example:{internal}/second"})]
+
+    job = run_job(api, submit, run_worker, {"url": f"http://first.example:{internal}/first"})
+
+    assert [request["path"] for request in Internal.requests] == ["/first"]
+    assert connections == ["127.0.0.1", PUBLIC_ADDRESS]
+    assert job["status"] == "failed"
