@@ -56,12 +56,12 @@ def run_service_on_each(modeladmin, request, queryset, service, verb: str) -> No
         modeladmin.message_user(request, f"Refused {len(refused)}: " + "; ".join(refused), messages.WARNING)
 
 
-@admin.action(description="Retry selected jobs")
+@admin.action(description="Retry selected jobs", permissions=["retry"])
 def retry_selected(modeladmin, request, queryset):
     run_service_on_each(modeladmin, request, queryset, services.job_retry, "Retried")
 
 
-@admin.action(description="Cancel selected jobs")
+@admin.action(description="Cancel selected jobs", permissions=["cancel"])
 def cancel_selected(modeladmin, request, queryset):
     run_service_on_each(modeladmin, request, queryset, services.job_cancel, "Cancelled")
 
@@ -100,6 +100,12 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # jobs are submitted through the API, where they are validated
+
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.retry_job")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.cancel_job")
 
     def has_change_permission(self, request, obj=None):
         return False  # state changes go through the actions, i.e. through jobs.services
@@ -210,7 +216,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset):
         for key in queryset:
             services.api_key_revoke(key=key)

@@ -59,6 +59,8 @@ class Job(models.Model):
                 name="job_idempotency_key_per_submitter",
             ),
         ]
+        # Beyond Django's add/view: who may retry and cancel, in the admin and through the API.
+        permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
         indexes = [
             models.Index(fields=["status", "-id"], name="job_status_id"),
             models.Index(fields=["type", "-id"], name="job_type_id"),
