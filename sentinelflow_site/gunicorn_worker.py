@@ -1,0 +1,39 @@
+"""gunicorn's threaded worker, with a time limit on every read and write of a client socket.
+
+gthread makes a client's socket blocking, without a timeout, before it reads a request: a client
+that sends half its headers and stops holds that thread until it hangs up. With a timeout on each
+socket operation (WEB_CLIENT_TIMEOUT seconds) the thread drops such a client and serves others.
+A client that trickles a byte now and then still holds a thread; that is what the reverse proxy in
+front is for (docs/security.md: Deploying behind a proxy).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from gunicorn.workers import gthread
+
+CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT", "10"))
+
+
+class TimedConn(gthread.TConn):
+    def init(self):
+        super().init()
+        # handle() sets the socket blocking (timeout None) before each request, then calls init().
+        self.sock.settimeout(CLIENT_TIMEOUT)
+
+
+class ThreadWorker(gthread.ThreadWorker):
+    """gthread with TimedConn connections."""
+
+    def accept(self, listener):
+        # gthread's accept, building a TimedConn.
+        try:
+            client_sock, client_addr = listener.accept()
+            self.nr_conns += 1
+            client_sock.setblocking(True)
+            self.enqueue_req(TimedConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
