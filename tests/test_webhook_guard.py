@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from jobs.models import Job
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PUBLIC_ADDRESS = "93.184.216.34"  # what the stub answers first; never actually connected to
@@ -171,3 +173,41 @@ def test_rebinding_on_a_redirect_hop_is_pinned_too(api, submit, run_worker, inte
     assert [request["path"] for request in Internal.requests] == ["/first"]
     assert connections == ["127.0.0.1", PUBLIC_ADDRESS]
     assert job["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b:1::a00:5]/",  # local-use NAT64 prefix
+        "http://[::a9fe:a9fe]/",  # IPv4-compatible 169.254.169.254
+        "http://[::ffff:a00:1]/",  # IPv4-mapped 10.0.0.1
+        "http://[::ffff:0:a9fe:a9fe]/",  # IPv4-translated 169.254.169.254
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+        "http://[2002:c0a8:1::1]/",  # 6to4 of 192.168.0.1
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",  # Teredo, client 10.0.0.1
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_are_refused_at_submit(api, url):
+    response = api.post("/jobs", {"type": "webhook", "payload": {"url": url}}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert "url" in response.json()["payload"]
+    assert not Job.objects.exists()
+
+
+def test_ipv6_form_of_private_ipv4_in_dns_is_refused_at_run(api, submit, run_worker, dns, connections):
+    dns["nat64.example"] = ["64:ff9b::a9fe:a9fe"]
+
+    job = run_job(api, submit, run_worker, {"url": "http://nat64.example/latest/meta-data"})
+
+    assert (job["status"], connections) == ("failed", [])
+    assert "WebhookTargetRefused" in job["error"]
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::5db8:d822", "2002:5db8:d822::1", "2606:4700::1111"])
+def test_ipv6_forms_of_public_ipv4_stay_allowed(address):
+    from jobs.handlers.webhook import is_public_address
+
+    assert is_public_address(address)

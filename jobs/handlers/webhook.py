@@ -25,10 +25,41 @@ class WebhookTargetRefused(PermanentJobError):
     """The URL points at an address that webhooks may not reach."""
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052), IPv4-compatible
+# (deprecated, RFC 4291) and IPv4-translated (RFC 2765). IPv4-mapped, 6to4 and Teredo are decoded by
+# ipaddress itself. The local-use NAT64 prefix (RFC 8215) may embed the address anywhere: refused whole.
+EMBEDS_IPV4_IN_LAST_32_BITS = [
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+]
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (NAT64, mapped, compatible, translated, 6to4, Teredo)."""
+    found = []
+    if ip.ipv4_mapped:
+        found.append(ip.ipv4_mapped)
+    if any(ip in network for network in EMBEDS_IPV4_IN_LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)  # the Teredo server and the client's (de-obfuscated) address
+    return found
+
+
 def is_public_address(address: str) -> bool:
+    """Whether a webhook may connect to `address`: globally routable, not multicast, and the same for
+    every IPv4 address embedded in an IPv6 one (`64:ff9b::a9fe:a9fe` is 169.254.169.254 through NAT64)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in LOCAL_NAT64:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
 
 
