@@ -211,3 +211,75 @@ def test_ipv6_forms_of_public_ipv4_stay_allowed(address):
     from jobs.handlers.webhook import is_public_address
 
     assert is_public_address(address)
+
+
+SECRET_HEADERS = {"Authorization": "Bearer s3cret", "Cookie": "session=s3cret", "X-Custom": "s3cret"}
+
+
+def redirect_job(api, submit, run_worker, dns, settings, *, status: int, location: str, port: int) -> dict:
+    settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = True
+    dns["first.example"] = ["127.0.0.1"]
+    dns["other.example"] = ["127.0.0.1"]
+    Internal.answers = [(status, {"Location": location})]
+    payload = {"url": f"http://first.example:{port}/first", "body": {"token": "s3cret"}, "headers": SECRET_HEADERS}
+    return run_job(api, submit, run_worker, payload)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_to_another_host_gets_no_credentials_and_no_body(
+    api, submit, run_worker, internal, dns, settings, status
+):
+    location = f"http://other.example:{internal}/second"
+
+    job = redirect_job(api, submit, run_worker, dns, settings, status=status, location=location, port=internal)
+
+    assert job["status"] == "succeeded", job["error"]
+    first, second = Internal.requests
+    assert first["headers"]["Authorization"] == "Bearer s3cret" and json.loads(first["body"]) == {"token": "s3cret"}
+    assert second["path"] == "/second"
+    assert second["headers"]["Host"] == f"other.example:{internal}"
+    assert not {"Authorization", "Cookie", "X-Custom"} & set(second["headers"])
+    assert second["body"] == b""
+    assert second["headers"]["X-Sentinelflow-Job"] == job["job_id"]
+
+
+def test_redirect_to_another_port_gets_no_credentials(api, submit, run_worker, internal, dns, settings):
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        location = f"http://first.example:{other.server_port}/second"
+        job = redirect_job(api, submit, run_worker, dns, settings, status=307, location=location, port=internal)
+    finally:
+        other.shutdown()
+        other.server_close()
+
+    assert job["status"] == "succeeded", job["error"]
+    second = Internal.requests[1]
+    assert not {"Authorization", "Cookie", "X-Custom"} & set(second["headers"])
+    assert second["body"] == b""
+
+
+def test_303_becomes_a_get_without_body(api, submit, run_worker, internal, dns, settings):
+    location = f"http://first.example:{internal}/second"
+
+    job = redirect_job(api, submit, run_worker, dns, settings, status=303, location=location, port=internal)
+
+    assert job["status"] == "succeeded", job["error"]
+    second = Internal.requests[1]
+    assert (second["method"], second["body"]) == ("GET", b"")
+    assert "Content-Type" not in second["headers"]
+    assert second["headers"]["Authorization"] == "Bearer s3cret"  # same origin: the headers stay
+
+
+def test_307_on_the_same_origin_repeats_the_post_with_headers_and_body(
+    api, submit, run_worker, internal, dns, settings
+):
+    location = "/second"
+
+    job = redirect_job(api, submit, run_worker, dns, settings, status=307, location=location, port=internal)
+
+    assert job["status"] == "succeeded", job["error"]
+    second = Internal.requests[1]
+    assert (second["method"], json.loads(second["body"])) == ("POST", {"token": "s3cret"})
+    assert second["headers"]["Authorization"] == "Bearer s3cret"

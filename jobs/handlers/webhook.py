@@ -168,25 +168,47 @@ class WebhookPayload(serializers.Serializer):
         return value
 
 
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, None when it has no valid one (check_target then refuses it)."""
+    parts = urlsplit(url)
+    try:
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+        return parts.scheme, host, parts.port or (443 if parts.scheme == "https" else 80)
+    except (UnicodeError, ValueError):
+        return None
+
+
 @job_type("webhook", payload_serializer=WebhookPayload)
 def webhook(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """POST `body` as JSON to `url`; a non-2xx answer fails the attempt.
 
     Redirects are followed by hand (at most five) so that every hop is
-    checked against the address rules before it is requested.
+    checked against the address rules before it is requested. A 303 (and a
+    301 or 302, as browsers do) becomes a GET without the body; a hop to
+    another scheme, host or port drops the caller's headers and the body.
     """
     url = payload["url"]
-    headers = {"User-Agent": "sentinelflow-webhook", "X-Sentinelflow-Job": context.job_id, **payload["headers"]}
-    body = None
+    own_headers = {"User-Agent": "sentinelflow-webhook", "X-Sentinelflow-Job": context.job_id}
+    headers = {**own_headers, **payload["headers"]}
+    method, body = "POST", None
     if payload["body"] is not None:
         body = json.dumps(payload["body"]).encode()
         headers["Content-Type"] = "application/json"
     for _ in range(MAX_REDIRECTS + 1):
-        response = send(check_target(url), method="POST", body=body, headers=headers)
+        target = check_target(url)
+        response = send(target, method=method, body=body, headers=headers)
         text = response.data.decode("utf-8", errors="replace")
         location = response.headers.get("Location")
         if response.status in REDIRECT_STATUSES and location:
             url = urljoin(url, location)
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                # As browsers and requests do: the next hop is a GET, without the body.
+                method, body = "GET", None
+                headers = {name: value for name, value in headers.items() if name.lower() != "content-type"}
+            if origin(url) != (target.scheme, target.host, target.port):
+                # Another scheme, host or port: the caller's headers (Authorization, cookies, anything
+                # custom) and the body were meant for the first origin only.
+                headers, body = dict(own_headers), None
             continue
         if not 200 <= response.status < 400:
             raise RuntimeError(f"webhook answered {response.status}: {text[:RESPONSE_EXCERPT_CHARS]}")
