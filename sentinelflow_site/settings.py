@@ -7,6 +7,7 @@ point print it as one line and exit.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -105,6 +106,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = int(env_number("DB_CONN_MAX_AGE", 60))
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, "")]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be a comma-separated list of addresses or networks: {error}") from None
+
+
+# Proxies whose X-Forwarded-For is believed (with NUM_PROXIES); empty: any peer's, as DRF does.
+SENTINELFLOW_TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 MAX_BODY_BYTES = int(env_number("MAX_BODY_BYTES", 1_048_576, minimum=1))
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
@@ -261,6 +273,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
         "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),
+        "invalid_key": env_rate("THROTTLE_RATE_INVALID_KEY", "30/min"),
     },
     "NUM_PROXIES": int(env_number("NUM_PROXIES", 0)) if env_str("NUM_PROXIES") else None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -98,7 +98,7 @@ def rates(monkeypatch):
     """Set throttle rates for a test (DRF reads them into the throttle class at import)."""
 
     def set_rates(**rates: str) -> None:
-        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, **rates})
 
     return set_rates
 
