@@ -9,10 +9,9 @@ from django.conf import settings
 from rest_framework import authentication, exceptions
 
 from . import services
-from .models import SCOPE_GRANTS, ApiKey, ApiScope
+from .models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
 
 API_KEY_HEADER = "X-API-Key"
-BOOTSTRAP_KEY_NAME = "bootstrap"
 
 
 @dataclass(frozen=True)
