@@ -37,6 +37,17 @@ def pretty_json(value) -> str:
     return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2))
 
 
+# The changelist lookups the filters of the job and key lists make; any other `?field__lookup=` in
+# a changelist URL is refused as the admin refuses lookups it does not allow (a 400), instead of
+# reaching a database that may not support it (`payload__contains` on SQLite was a 500).
+CHANGELIST_LOOKUPS = frozenset({"exact", "iexact", "in", "isnull", "isempty", "gte", "gt", "lt", "lte"})
+
+
+def filter_lookup_allowed(lookup: str, fields: frozenset[str]) -> bool:
+    field, _, operator = lookup.partition("__")
+    return field in fields and (not operator or operator in CHANGELIST_LOOKUPS)
+
+
 def admin_actor(request) -> str:
     return f"admin:{request.user.get_username()}"
 
@@ -112,6 +123,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the row is the durable record of the job: nothing in the console loses one
+
+    def lookup_allowed(self, lookup, value, request=None):
+        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at"}))
+        return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
         # A full job id matches exactly (indexed); anything else searches type and idempotency key.
@@ -193,6 +208,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix"]
     readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke_selected"]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        allowed = filter_lookup_allowed(lookup, frozenset({"scope", "revoked_at"}))
+        return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_fields(self, request, obj=None):
         return ["name", "scope"] if obj is None else ["name", "scope", *self.readonly_fields]

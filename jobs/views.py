@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -55,9 +56,20 @@ class JobCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or int(raw) < 1:
+        # ASCII digits only: str.isdigit() also accepts "²" and other digits that int() refuses.
+        # Nor are very long numbers handed to int(), which refuses more than 4,300 digits.
+        digits = raw.lstrip("0")
+        if not re.fullmatch(r"[0-9]+", raw) or not digits:
             raise exceptions.ValidationError({"limit": ["A positive integer is required."]})
-        return min(int(raw), self.max_page_size)
+        return self.max_page_size if len(digits) > 9 else min(int(digits), self.max_page_size)
+
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        # The position is compared with the integer primary key: a decodable cursor with another
+        # position would fail in the query (a 500); paginate_queryset turns NotFound into a 400.
+        if cursor is not None and cursor.position is not None and not re.fullmatch(r"[0-9]{1,19}", cursor.position):
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
