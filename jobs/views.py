@@ -28,6 +28,7 @@ from . import metrics, redis_store, selectors, services
 from .authentication import ApiPrincipal
 from .handlers import job_type_names
 from .models import JobStatus
+from .permissions import scopes_of
 from .schema import FieldErrors, error
 from .serializers import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -150,6 +151,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self):
         return selectors.job_list()
 
+    def get_serializer_context(self):
+        # Reads are open by default: a caller without the read scope gets secrets redacted.
+        return {**super().get_serializer_context(), "redact": "read" not in scopes_of(self.request)}
+
     def get_object(self):
         return selectors.job_get(job_id=self.kwargs["job_id"])
 
@@ -182,7 +187,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
         location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
         return Response(
-            JobSerializer(job).data,
+            self.get_serializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
         )
@@ -216,7 +221,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             fingerprint=services.request_fingerprint(request.data),
         )
         return Response(
-            {"jobs": JobSerializer(jobs, many=True).data},
+            {"jobs": self.get_serializer(jobs, many=True).data},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -228,7 +233,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def retry(self, request, job_id=None):
         job = services.job_retry(job=self.get_object(), actor=actor_of(request))
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Cancel a job that has not finished",
@@ -238,7 +243,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def cancel(self, request, job_id=None):
         job = services.job_cancel(job=self.get_object(), actor=actor_of(request))
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 HealthStatus = inline_serializer("HealthStatus", {"status": serializers.CharField()})

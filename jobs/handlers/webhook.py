@@ -178,7 +178,7 @@ def origin(url: str) -> tuple[str, str, int] | None:
         return None
 
 
-@job_type("webhook", payload_serializer=WebhookPayload)
+@job_type("webhook", payload_serializer=WebhookPayload, secret_fields=["url", "headers", "body"])
 def webhook(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """POST `body` as JSON to `url`; a non-2xx answer fails the attempt.
 
