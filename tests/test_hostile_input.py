@@ -401,3 +401,31 @@ def test_admin_changelist_filters_still_work(client, django_user_model, submit):
     for query in ["status__exact=queued", "type__exact=echo", "created_at__gte=2020-01-01+00:00:00%2B00:00"]:
         assert client.get(f"/admin/jobs/job/?{query}").status_code == 200, query
     assert client.get("/admin/jobs/apikey/?revoked_at__isempty=1&scope__exact=read").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"type": "echo", "type": "webhook", "payload": {"url": "http://127.0.0.1/"}}',
+        '{"type": "echo", "payload": {"a": 1, "a": 2}}',
+        '{"jobs": [{"type": "echo", "queue": "high", "queue": "low"}]}',
+    ],
+)
+def test_duplicate_json_keys_are_400(api, body):
+    path = "/jobs/batch" if body.startswith('{"jobs"') else "/jobs"
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "duplicate key" in response.json()["detail"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_chunked_body_is_411_not_an_empty_body(api):
+    response = api.post("/jobs", b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked")
+
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert not Job.objects.exists()
