@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -12,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from . import selectors, services
 from .exceptions import InvalidTransition
 from .models import ApiKey, Job, JobStatus
+from .throttling import LoginFailureThrottle
 
 STATUS_COLOURS = {
     JobStatus.PENDING: "#8a6d3b",
@@ -46,6 +49,32 @@ CHANGELIST_LOOKUPS = frozenset({"exact", "iexact", "in", "isnull", "isempty", "g
 def filter_lookup_allowed(lookup: str, fields: frozenset[str]) -> bool:
     field, _, operator = lookup.partition("__")
     return field in fields and (not operator or operator in CHANGELIST_LOOKUPS)
+
+
+class ThrottledLoginForm(AdminAuthenticationForm):
+    """The admin's login form, refusing to check passwords for an address or a user name that has
+    failed too often lately (LoginFailureThrottle); each failed login counts against both."""
+
+    def clean(self):
+        username = str(self.cleaned_data.get("username") or "")
+        address = LoginFailureThrottle("").get_ident(self.request) if self.request else ""
+        budgets = [LoginFailureThrottle(f"address:{address}"), LoginFailureThrottle(f"user:{username.lower()}")]
+        for budget in budgets:
+            if budget.exhausted(self.request):
+                raise ValidationError(
+                    "Too many failed logins; try again in %(seconds)d seconds.",
+                    code="throttled",
+                    params={"seconds": math.ceil(budget.wait())},
+                )
+        try:
+            return super().clean()
+        except ValidationError:
+            for budget in budgets:
+                budget.allow_request(self.request, None)  # counts this failure
+            raise
+
+
+admin.site.login_form = ThrottledLoginForm
 
 
 def admin_actor(request) -> str:

@@ -153,3 +153,17 @@ class InvalidKeyThrottle(FailOpenRateThrottle):
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginFailureThrottle(FailOpenRateThrottle):
+    """A budget of failed admin logins (THROTTLE_RATE_LOGIN_FAILURES), one per client address and one
+    per user name, so neither many guesses from one place nor a spread-out guess at one account pays."""
+
+    scope = "login_failure"
+
+    def __init__(self, ident: str):
+        super().__init__()
+        self.ident = ident
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.ident}

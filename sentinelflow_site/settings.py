@@ -274,6 +274,7 @@ REST_FRAMEWORK = {
         "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
         "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),
         "invalid_key": env_rate("THROTTLE_RATE_INVALID_KEY", "30/min"),
+        "login_failure": env_rate("THROTTLE_RATE_LOGIN_FAILURES", "5/min"),
     },
     "NUM_PROXIES": int(env_number("NUM_PROXIES", 0)) if env_str("NUM_PROXIES") else None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
