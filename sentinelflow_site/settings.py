@@ -79,6 +79,30 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
 if TESTING:
     ALLOWED_HOSTS.append("testserver")
 
+# Behind HTTPS (docs/security.md: Deploying behind a proxy). All off by default: `runstack` and the
+# smoke flow speak plain HTTP on loopback. `manage.py check --deploy` is clean with them on.
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto); only name it when the
+# proxy always sets or overwrites it, or any client could claim HTTPS.
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER must be a header name, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes and the scraper talk to the pod directly, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = int(env_number("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Origins (scheme://host[:port]) whose unsafe requests CSRF accepts besides the request's own host:
+# the public address of an ingress on another host, e.g. https://jobs.example.com.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not re.fullmatch(r"https?://[^/\s]+", _origin):
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS entries look like https://jobs.example.com, got {_origin!r}")
+
 # The bootstrap API key; more keys come from the database.
 SENTINELFLOW_API_KEY = env_str("API_KEY", "dev-key" if DEBUG or TESTING else None)
 # Reads are open by default; READS_REQUIRE_KEY=1 makes GET endpoints need a key too.
