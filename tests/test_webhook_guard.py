@@ -283,3 +283,52 @@ def test_307_on_the_same_origin_repeats_the_post_with_headers_and_body(
     second = Internal.requests[1]
     assert (second["method"], json.loads(second["body"])) == ("POST", {"token": "s3cret"})
     assert second["headers"]["Authorization"] == "Bearer s3cret"
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """An https stand-in on 127.0.0.1 with a self-signed certificate for hooks.test, trusted for this test."""
+    import ssl
+    import subprocess
+
+    from jobs.handlers import webhook
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key)]
+        + ["-out", str(cert), "-subj", "/CN=hooks.test", "-addext", "subjectAltName=DNS:hooks.test"],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setattr(webhook.certifi, "where", lambda: str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    Internal.requests, Internal.answers = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port, server_names
+    server.shutdown()
+    server.server_close()
+
+
+def test_pinned_https_request_sends_sni_and_checks_the_certificate_for_the_host_name(
+    api, submit, run_worker, dns, settings, tls_receiver
+):
+    settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = True
+    port, server_names = tls_receiver
+    dns["hooks.test"] = ["127.0.0.1"]
+    dns["other.test"] = ["127.0.0.1"]
+
+    good = run_job(api, submit, run_worker, {"url": f"https://hooks.test:{port}/in"})
+    bad = run_job(api, submit, run_worker, {"url": f"https://other.test:{port}/in"})
+
+    assert good["status"] == "succeeded", good["error"]
+    assert server_names[0] == "hooks.test"
+    assert Internal.requests[0]["headers"]["Host"] == f"hooks.test:{port}"
+    assert bad["status"] == "failed"
+    assert "doesn't match" in bad["error"] or "CERTIFICATE_VERIFY_FAILED" in bad["error"]
+    assert len(Internal.requests) == 1
