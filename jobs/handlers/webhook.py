@@ -109,7 +109,14 @@ def check_target(url: str) -> Target:
     )
 
 
-def send(target: Target, *, method: str, body: bytes | None, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    location: str | None
+    text: str  # at most RESPONSE_EXCERPT_CHARS characters of the body
+
+
+def send(target: Target, *, method: str, body: bytes | None, headers: dict[str, str]) -> Answer:
     """One request to the checked address, never to a fresh DNS answer.
 
     The Host header names the URL's host; over https the TLS server name (SNI) and the
@@ -129,15 +136,26 @@ def send(target: Target, *, method: str, body: bytes | None, headers: dict[str, 
     else:
         pool = urllib3.HTTPConnectionPool(**options)
     with pool:
-        return pool.urlopen(
+        response = pool.urlopen(
             method,
             target.path,
             body=body,
             headers={**headers, "Host": target.host_header},
             redirect=False,
             assert_same_host=False,
-            preload_content=True,
+            preload_content=False,
         )
+        try:
+            # Only the excerpt is kept: a target that answers gigabytes costs a few kilobytes.
+            excerpt = response.read(RESPONSE_EXCERPT_CHARS * 4, decode_content=True)
+        finally:
+            response.release_conn()
+            response.close()
+    return Answer(
+        status=response.status,
+        location=response.headers.get("Location"),
+        text=excerpt.decode("utf-8", errors="replace")[:RESPONSE_EXCERPT_CHARS],
+    )
 
 
 def literal_target_error(url: str) -> str | None:
@@ -197,10 +215,8 @@ def webhook(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     for _ in range(MAX_REDIRECTS + 1):
         target = check_target(url)
         response = send(target, method=method, body=body, headers=headers)
-        text = response.data.decode("utf-8", errors="replace")
-        location = response.headers.get("Location")
-        if response.status in REDIRECT_STATUSES and location:
-            url = urljoin(url, location)
+        if response.status in REDIRECT_STATUSES and response.location:
+            url = urljoin(url, response.location)
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 # As browsers and requests do: the next hop is a GET, without the body.
                 method, body = "GET", None
@@ -211,6 +227,6 @@ def webhook(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
                 headers, body = dict(own_headers), None
             continue
         if not 200 <= response.status < 400:
-            raise RuntimeError(f"webhook answered {response.status}: {text[:RESPONSE_EXCERPT_CHARS]}")
-        return {"status_code": response.status, "body": text[:RESPONSE_EXCERPT_CHARS]}
+            raise RuntimeError(f"webhook answered {response.status}: {response.text}")
+        return {"status_code": response.status, "body": response.text}
     raise PermanentJobError(f"more than {MAX_REDIRECTS} redirects")
