@@ -17,11 +17,33 @@ from gunicorn.workers import gthread
 CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT", "10"))
 
 
+class _TimeoutEndsConnection:
+    """The request parser, where a client that stalls past the timeout simply ends the connection:
+    gthread logs a StopIteration at debug level, a TimeoutError as an error with a traceback."""
+
+    def __init__(self, parser):
+        self._parser = parser
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._parser)
+        except TimeoutError:
+            raise StopIteration from None
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)
+
+
 class TimedConn(gthread.TConn):
     def init(self):
         super().init()
         # handle() sets the socket blocking (timeout None) before each request, then calls init().
         self.sock.settimeout(CLIENT_TIMEOUT)
+        if self.parser is not None and not self.is_http2 and not isinstance(self.parser, _TimeoutEndsConnection):
+            self.parser = _TimeoutEndsConnection(self.parser)
 
 
 class ThreadWorker(gthread.ThreadWorker):
