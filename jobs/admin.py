@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -12,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from . import selectors, services
 from .exceptions import InvalidTransition
 from .models import ApiKey, Job, JobStatus
+from .throttling import LoginFailureThrottle
 
 STATUS_COLOURS = {
     JobStatus.PENDING: "#8a6d3b",
@@ -37,6 +40,43 @@ def pretty_json(value) -> str:
     return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2))
 
 
+# The changelist lookups the filters of the job and key lists make; any other `?field__lookup=` in
+# a changelist URL is refused as the admin refuses lookups it does not allow (a 400), instead of
+# reaching a database that may not support it (`payload__contains` on SQLite was a 500).
+CHANGELIST_LOOKUPS = frozenset({"exact", "iexact", "in", "isnull", "isempty", "gte", "gt", "lt", "lte"})
+
+
+def filter_lookup_allowed(lookup: str, fields: frozenset[str]) -> bool:
+    field, _, operator = lookup.partition("__")
+    return field in fields and (not operator or operator in CHANGELIST_LOOKUPS)
+
+
+class ThrottledLoginForm(AdminAuthenticationForm):
+    """The admin's login form, refusing to check passwords for an address or a user name that has
+    failed too often lately (LoginFailureThrottle); each failed login counts against both."""
+
+    def clean(self):
+        username = str(self.cleaned_data.get("username") or "")
+        address = LoginFailureThrottle("").get_ident(self.request) if self.request else ""
+        budgets = [LoginFailureThrottle(f"address:{address}"), LoginFailureThrottle(f"user:{username.lower()}")]
+        for budget in budgets:
+            if budget.exhausted(self.request):
+                raise ValidationError(
+                    "Too many failed logins; try again in %(seconds)d seconds.",
+                    code="throttled",
+                    params={"seconds": math.ceil(budget.wait())},
+                )
+        try:
+            return super().clean()
+        except ValidationError:
+            for budget in budgets:
+                budget.allow_request(self.request, None)  # counts this failure
+            raise
+
+
+admin.site.login_form = ThrottledLoginForm
+
+
 def admin_actor(request) -> str:
     return f"admin:{request.user.get_username()}"
 
@@ -56,12 +96,12 @@ def run_service_on_each(modeladmin, request, queryset, service, verb: str) -> No
         modeladmin.message_user(request, f"Refused {len(refused)}: " + "; ".join(refused), messages.WARNING)
 
 
-@admin.action(description="Retry selected jobs")
+@admin.action(description="Retry selected jobs", permissions=["retry"])
 def retry_selected(modeladmin, request, queryset):
     run_service_on_each(modeladmin, request, queryset, services.job_retry, "Retried")
 
 
-@admin.action(description="Cancel selected jobs")
+@admin.action(description="Cancel selected jobs", permissions=["cancel"])
 def cancel_selected(modeladmin, request, queryset):
     run_service_on_each(modeladmin, request, queryset, services.job_cancel, "Cancelled")
 
@@ -101,11 +141,21 @@ class JobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # jobs are submitted through the API, where they are validated
 
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.retry_job")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.cancel_job")
+
     def has_change_permission(self, request, obj=None):
         return False  # state changes go through the actions, i.e. through jobs.services
 
     def has_delete_permission(self, request, obj=None):
         return False  # the row is the durable record of the job: nothing in the console loses one
+
+    def lookup_allowed(self, lookup, value, request=None):
+        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at"}))
+        return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
         # A full job id matches exactly (indexed); anything else searches type and idempotency key.
@@ -188,6 +238,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke_selected"]
 
+    def lookup_allowed(self, lookup, value, request=None):
+        allowed = filter_lookup_allowed(lookup, frozenset({"scope", "revoked_at"}))
+        return allowed and super().lookup_allowed(lookup, value, request)
+
     def get_fields(self, request, obj=None):
         return ["name", "scope"] if obj is None else ["name", "scope", *self.readonly_fields]
 
@@ -210,7 +264,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset):
         for key in queryset:
             services.api_key_revoke(key=key)

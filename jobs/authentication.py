@@ -9,10 +9,9 @@ from django.conf import settings
 from rest_framework import authentication, exceptions
 
 from . import services
-from .models import SCOPE_GRANTS, ApiKey, ApiScope
+from .models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
 
 API_KEY_HEADER = "X-API-Key"
-BOOTSTRAP_KEY_NAME = "bootstrap"
 
 
 @dataclass(frozen=True)
@@ -38,24 +37,38 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     Accepts the bootstrap key from the API_KEY setting and the keys stored in the database
     (`sf_<prefix>_<secret>`), each compared in constant time. Revocation needs no cache flush:
-    every request reads the key's row.
+    every request reads the key's row. Unknown keys are counted per client address; past
+    THROTTLE_RATE_INVALID_KEY the address gets 429s, before any lookup, until the window passes.
     """
 
     def authenticate(self, request):
         presented = request.META.get("HTTP_X_API_KEY")
         if presented is None:
             return None
-        principal = self.principal_for(presented)
+        principal = self.bootstrap_principal(presented)
         if principal is None:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
+            from .throttling import InvalidKeyThrottle  # the throttles import this module
+
+            throttle = InvalidKeyThrottle()
+            if throttle.exhausted(request):
+                raise exceptions.Throttled(throttle.wait())
+            principal = self.principal_for(presented)
+            if principal is None:
+                throttle.allow_request(request, None)  # counts this failure
+                raise exceptions.AuthenticationFailed("Invalid API key.")
         return principal, principal
 
     @staticmethod
-    def principal_for(presented: str) -> ApiPrincipal | None:
+    def bootstrap_principal(presented: str) -> ApiPrincipal | None:
         bootstrap = settings.SENTINELFLOW_API_KEY
         # Constant-time comparison: the time taken must not reveal how much of the key matched.
         if bootstrap and hmac.compare_digest(presented.encode(), bootstrap.encode()):
             return ApiPrincipal(name=BOOTSTRAP_KEY_NAME)
+        return None
+
+    @staticmethod
+    def principal_for(presented: str) -> ApiPrincipal | None:
+        """The principal of a stored key (`sf_<prefix>_<secret>`), None if unknown or revoked."""
         parts = presented.split("_", 2)
         if len(parts) != 3 or parts[0] != "sf":
             return None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -59,6 +60,8 @@ class Job(models.Model):
                 name="job_idempotency_key_per_submitter",
             ),
         ]
+        # Beyond Django's add/view: who may retry and cancel, in the admin and through the API.
+        permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
         indexes = [
             models.Index(fields=["status", "-id"], name="job_status_id"),
             models.Index(fields=["type", "-id"], name="job_type_id"),
@@ -117,6 +120,16 @@ SCOPE_GRANTS = {
 }
 
 
+# The identity of the API_KEY setting's key (actor `api-key:bootstrap`, its throttle budget and its
+# idempotency namespace): no stored key may take the name.
+BOOTSTRAP_KEY_NAME = "bootstrap"
+
+
+def validate_api_key_name(name: str) -> None:
+    if name.strip().lower() == BOOTSTRAP_KEY_NAME:
+        raise ValidationError(f"{name!r} is reserved for the API_KEY setting's key.")
+
+
 class ApiKey(models.Model):
     """An API key. Only a hash of the secret is stored; the full key is shown once, at creation.
 
@@ -124,7 +137,7 @@ class ApiKey(models.Model):
     tell keys apart in the admin; the secret is compared by hash in constant time.
     """
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[validate_api_key_name])
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
     scope = models.CharField(max_length=8, choices=ApiScope.choices, default=ApiScope.WRITE)

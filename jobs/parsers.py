@@ -6,16 +6,20 @@ back as strict JSON, and safe to walk recursively (serializers, fingerprints, en
   RecursionError in the decoder, or later in code that walks the value;
 - strings (keys too) may not contain NUL, which PostgreSQL cannot store, nor lone UTF-16
   surrogates (`"\\ud800"`), which are not Unicode and cannot be encoded as UTF-8;
-- numbers must be finite: `1e400` parses as infinity, which strict JSON cannot render back.
+- numbers must be finite: `1e400` parses as infinity, which strict JSON cannot render back;
+- an object may not repeat a key (`{"a": 1, "a": 2}`): readers disagree on which one counts.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 from typing import Any
 
+from django.conf import settings as django_settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+from rest_framework.utils import json
 
 MAX_DEPTH = 100
 
@@ -24,14 +28,28 @@ class JSONParser(parsers.JSONParser):
     """DRF's JSONParser plus the checks of this module's docstring; each refusal is a 400 `{"detail": ...}`."""
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        encoding = (parser_context or {}).get("encoding", django_settings.DEFAULT_CHARSET)
         try:
-            data = super().parse(stream, media_type, parser_context)
+            # DRF's parse, with duplicate keys refused: `{"type": "echo", "type": "webhook"}` means
+            # one thing to this parser (the last wins) and another to a proxy or a log reader.
+            data = json.load(codecs.getreader(encoding)(stream), object_pairs_hook=_object_without_duplicate_keys)
         except RecursionError:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
+        except ValueError as error:
+            raise ParseError(f"JSON parse error - {error}") from None
         problem = json_problem(data)
         if problem:
             raise ParseError(f"JSON parse error - {problem}")
         return data
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"duplicate key {duplicate!r}.")
+    return result
 
 
 def json_problem(data: Any, *, max_depth: int = MAX_DEPTH) -> str | None:

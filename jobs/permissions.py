@@ -4,26 +4,39 @@ from django.conf import settings
 from rest_framework import permissions
 
 from .authentication import ApiPrincipal
-from .models import SCOPE_GRANTS, ApiScope
+
+# What a logged-in user needs, per viewset action, to write through the API: Django's permissions,
+# as in the admin. A staff flag alone grants nothing.
+SESSION_WRITE_PERMISSIONS = {
+    "create": "jobs.add_job",
+    "batch": "jobs.add_job",
+    "retry": "jobs.retry_job",
+    "cancel": "jobs.cancel_job",
+}
 
 
 def scopes_of(request) -> frozenset[str]:
-    """What the caller may do: an API key's scopes, or everything for a staff session."""
+    """What the caller may read: an API key's scopes; `read` for a user with the `jobs.view_job` permission."""
     user = request.user
     if isinstance(user, ApiPrincipal):
         return user.scopes
-    if getattr(user, "is_staff", False) and user.is_active:
-        return SCOPE_GRANTS[ApiScope.ADMIN]
+    if getattr(user, "is_active", False) and user.has_perm("jobs.view_job"):
+        return frozenset({"read"})
     return frozenset()
 
 
 class ApiKeyForWrites(permissions.BasePermission):
-    """Writes need the `write` scope (a write or admin key, or a staff session); reads are open
-    unless READS_REQUIRE_KEY=1, then they need the `read` scope."""
+    """Writes need the `write` scope of a write or admin key, or a session whose user has the action's
+    Django permission (SESSION_WRITE_PERMISSIONS). Reads are open unless READS_REQUIRE_KEY=1, then
+    they need the `read` scope (a key, or a user with `jobs.view_job`)."""
 
-    message = "This API key's scope does not allow this request."
+    message = "This API key's scope (or this user's permissions) does not allow this request."
 
     def has_permission(self, request, view) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return not settings.SENTINELFLOW_READS_REQUIRE_KEY or "read" in scopes_of(request)
-        return "write" in scopes_of(request)
+        user = request.user
+        if isinstance(user, ApiPrincipal):
+            return "write" in user.scopes
+        needed = SESSION_WRITE_PERMISSIONS.get(getattr(view, "action", None) or "")
+        return needed is not None and getattr(user, "is_active", False) and user.has_perm(needed)

@@ -27,6 +27,29 @@ class UTCDateTimeField(serializers.DateTimeField):
         super().__init__(default_timezone=dt.UTC, **kwargs)
 
 
+REDACTED = "[redacted]"
+
+
+def redacted(job: dict[str, Any]) -> dict[str, Any]:
+    """A rendered job as a reader without the read scope sees it: reads are open by default, so
+    what may hold secrets or server internals is replaced by "[redacted]": the job type's secret
+    payload fields (webhook URL, headers and body; email body; all of a type that names none),
+    the result, and the error (tracebacks name server paths)."""
+    job_type = get_job_type(job.get("type") or "")
+    secret = job_type.secret_fields if job_type is not None else None
+    payload = job.get("payload")
+    if isinstance(payload, dict):
+        job["payload"] = {
+            name: REDACTED if secret is None or name in secret else value for name, value in payload.items()
+        }
+    elif payload is not None:
+        job["payload"] = REDACTED
+    for name in ("result", "error"):
+        if job.get(name) not in (None, ""):
+            job[name] = REDACTED
+    return job
+
+
 class JobSerializer(serializers.ModelSerializer):
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -57,6 +80,10 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def to_representation(self, instance: Job) -> dict[str, Any]:
+        ret = self._represent(instance)
+        return redacted(ret) if self.context.get("redact") else ret
+
+    def _represent(self, instance: Job) -> dict[str, Any]:
         # Building a ModelSerializer's fields (per instance, from the model) costs more than rendering
         # a job, and every submit renders one: render with fields built once per class instead. They
         # are read-only and use no context, so sharing them changes nothing in the output. A Job's

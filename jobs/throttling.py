@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 
+from django.conf import settings
 from redis.exceptions import RedisError
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from . import redis_store
@@ -60,11 +63,61 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         self.oldest = oldest[0][1] if oldest else None
         return False
 
+    def exhausted(self, request) -> bool:
+        """Whether the budget is spent, without counting this request (so wait() can say for how long)."""
+        if self.rate is None:
+            return False
+        self.key = self.get_cache_key(request, None)
+        if self.key is None:
+            return False
+        self.now = self.timer()
+        try:
+            with redis_store.connection().pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
+                pipe.zcard(self.key)
+                pipe.zrange(self.key, 0, 0, withscores=True)
+                _, count, oldest = pipe.execute()
+        except RedisError as error:
+            logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
+            return False
+        if count < self.num_requests:
+            return False
+        self.count = count
+        self.oldest = oldest[0][1] if oldest else None
+        return True
+
     def wait(self):
-        """Seconds until the next request fits the budget, spread over what is left of it (as DRF's)."""
+        """Seconds until the next request fits the budget, spread over what is left of it (as DRF's).
+
+        Never None, so every 429 carries Retry-After: requests admitted side by side can push the
+        window past the budget (see allow_request), where DRF's formula has nothing left to spread.
+        """
         remaining = self.duration if self.oldest is None else self.duration - (self.now - self.oldest)
-        available = self.num_requests - self.count + 1
-        return remaining / available if available > 0 else None
+        available = max(1, self.num_requests - self.count + 1)
+        return max(remaining, 0.001) / available
+
+    def get_ident(self, request) -> str:
+        """The client's address: the socket's, unless NUM_PROXIES says how many proxies to look through.
+
+        DRF's own reads X-Forwarded-For when NUM_PROXIES is unset, so any client could pick a fresh
+        address per request. With TRUSTED_PROXIES set, X-Forwarded-For also counts only when the
+        socket's peer is one of them.
+        """
+        remote = request.META.get("REMOTE_ADDR", "")
+        if api_settings.NUM_PROXIES is None or not from_trusted_proxy(remote):
+            return remote
+        return super().get_ident(request)
+
+
+def from_trusted_proxy(address: str) -> bool:
+    trusted = settings.SENTINELFLOW_TRUSTED_PROXIES
+    if not trusted:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 class ApiKeyRateThrottle(FailOpenRateThrottle):
@@ -87,3 +140,30 @@ class AnonymousRateThrottle(FailOpenRateThrottle):
         if isinstance(request.user, ApiPrincipal) or getattr(request.user, "is_authenticated", False):
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class InvalidKeyThrottle(FailOpenRateThrottle):
+    """A budget of unknown or revoked API keys per client address (THROTTLE_RATE_INVALID_KEY).
+
+    Used by the authentication, which runs before DRF's throttles: an address over the budget is
+    answered 429 before its key is looked up, so guessing keys costs no database query.
+    """
+
+    scope = "invalid_key"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginFailureThrottle(FailOpenRateThrottle):
+    """A budget of failed admin logins (THROTTLE_RATE_LOGIN_FAILURES), one per client address and one
+    per user name, so neither many guesses from one place nor a spread-out guess at one account pays."""
+
+    scope = "login_failure"
+
+    def __init__(self, ident: str):
+        super().__init__()
+        self.ident = ident
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.ident}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -27,6 +28,7 @@ from . import metrics, redis_store, selectors, services
 from .authentication import ApiPrincipal
 from .handlers import job_type_names
 from .models import JobStatus
+from .permissions import scopes_of
 from .schema import FieldErrors, error
 from .serializers import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -55,9 +57,20 @@ class JobCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or int(raw) < 1:
+        # ASCII digits only: str.isdigit() also accepts "²" and other digits that int() refuses.
+        # Nor are very long numbers handed to int(), which refuses more than 4,300 digits.
+        digits = raw.lstrip("0")
+        if not re.fullmatch(r"[0-9]+", raw) or not digits:
             raise exceptions.ValidationError({"limit": ["A positive integer is required."]})
-        return min(int(raw), self.max_page_size)
+        return self.max_page_size if len(digits) > 9 else min(int(digits), self.max_page_size)
+
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        # The position is compared with the integer primary key: a decodable cursor with another
+        # position would fail in the query (a 500); paginate_queryset turns NotFound into a 400.
+        if cursor is not None and cursor.position is not None and not re.fullmatch(r"[0-9]{1,19}", cursor.position):
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
@@ -138,6 +151,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def get_queryset(self):
         return selectors.job_list()
 
+    def get_serializer_context(self):
+        # Reads are open by default: a caller without the read scope gets secrets redacted.
+        return {**super().get_serializer_context(), "redact": "read" not in scopes_of(self.request)}
+
     def get_object(self):
         return selectors.job_get(job_id=self.kwargs["job_id"])
 
@@ -170,7 +187,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
         location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
         return Response(
-            JobSerializer(job).data,
+            self.get_serializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
         )
@@ -204,7 +221,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             fingerprint=services.request_fingerprint(request.data),
         )
         return Response(
-            {"jobs": JobSerializer(jobs, many=True).data},
+            {"jobs": self.get_serializer(jobs, many=True).data},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -216,7 +233,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def retry(self, request, job_id=None):
         job = services.job_retry(job=self.get_object(), actor=actor_of(request))
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Cancel a job that has not finished",
@@ -226,7 +243,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def cancel(self, request, job_id=None):
         job = services.job_cancel(job=self.get_object(), actor=actor_of(request))
-        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 HealthStatus = inline_serializer("HealthStatus", {"status": serializers.CharField()})

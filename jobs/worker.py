@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import redis
 from django.conf import settings
 from django.db import close_old_connections
+from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
@@ -77,6 +78,10 @@ class JobStopped(Exception):
 
 class Worker(SimpleWorker):
     """A no-fork RQ worker for Django jobs (see the module docstring)."""
+
+    # RQ retries a lost Redis inside its dequeue loop, waiting up to a minute between tries and looking
+    # at nothing else meanwhile; short waits let a stop request be seen within seconds.
+    max_connection_wait_time = REDIS_RETRY_SECONDS
 
     def __init__(self, *args, **kwargs):
         connection = kwargs.get("connection")
@@ -127,6 +132,13 @@ class Worker(SimpleWorker):
         if self._stop_job_id is not None and self._stop_job_id == self._running_job_id:
             self._stop_job_id = None
             raise JobStopped(f"job {self._running_job_id} was cancelled while it ran")
+
+    def request_stop(self, signum, frame):
+        # RQ records a stop request only while a job runs; an idle worker raises StopRequested to leave
+        # its loop instead, whose teardown then fails on a lost Redis, and work() went back to waiting
+        # for Redis until a second signal. Recorded always, work() returns.
+        self._stop_requested = True
+        super().request_stop(signum, frame)
 
     def work(self, *args, burst: bool = False, **kwargs) -> bool:
         """RQ's work loop, restarted after a lost Redis connection instead of exiting."""
@@ -180,10 +192,23 @@ class _ThreadWorker(Worker):
         # RQ waits on the queue until a job comes (rechecking nothing else); only the main thread gets
         # signals, so wait in short slices and give up when the ConcurrentWorker relays a stop.
         while not self._stop_requested:
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=self.STOP_CHECK_SECONDS)
+            self._dequeueing = True
+            try:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=self.STOP_CHECK_SECONDS)
+            except StopRequested:
+                return None
+            finally:
+                self._dequeueing = False
             if result is not None or timeout is None:  # a job, or a burst worker with empty queues
                 return result
         return None
+
+    def heartbeat(self, *args, **kwargs):
+        # RQ's dequeue loop retries a lost Redis forever and calls this before each try: the one place
+        # where a thread retrying Redis can see a relayed stop request.
+        if getattr(self, "_dequeueing", False) and self._stop_requested:
+            raise StopRequested()
+        return super().heartbeat(*args, **kwargs)
 
     def _install_signal_handlers(self):
         pass  # only the main thread may handle signals; the ConcurrentWorker relays stop requests

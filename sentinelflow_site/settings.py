@@ -7,6 +7,7 @@ point print it as one line and exit.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -88,6 +89,30 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
 if TESTING:
     ALLOWED_HOSTS.append("testserver")
 
+# Behind HTTPS (docs/security.md: Deploying behind a proxy). All off by default: `runstack` and the
+# smoke flow speak plain HTTP on loopback. `manage.py check --deploy` is clean with them on.
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto); only name it when the
+# proxy always sets or overwrites it, or any client could claim HTTPS.
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER must be a header name, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes and the scraper talk to the pod directly, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = int(env_number("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Origins (scheme://host[:port]) whose unsafe requests CSRF accepts besides the request's own host:
+# the public address of an ingress on another host, e.g. https://jobs.example.com.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not re.fullmatch(r"https?://[^/\s]+", _origin):
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS entries look like https://jobs.example.com, got {_origin!r}")
+
 # The bootstrap API key; more keys come from the database.
 SENTINELFLOW_API_KEY = env_str("API_KEY", "dev-key" if DEBUG or TESTING else None)
 # Reads are open by default; READS_REQUIRE_KEY=1 makes GET endpoints need a key too.
@@ -122,6 +147,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = int(env_number("DB_CONN_MAX_AGE", 60))
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, "")]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be a comma-separated list of addresses or networks: {error}") from None
+
+
+# Proxies whose X-Forwarded-For is believed (with NUM_PROXIES); empty: any peer's, as DRF does.
+SENTINELFLOW_TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 MAX_BODY_BYTES = int(env_number("MAX_BODY_BYTES", 1_048_576, minimum=1))
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
@@ -287,6 +323,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
         "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),
+        "invalid_key": env_rate("THROTTLE_RATE_INVALID_KEY", "30/min"),
+        "login_failure": env_rate("THROTTLE_RATE_LOGIN_FAILURES", "5/min"),
     },
     "NUM_PROXIES": int(env_number("NUM_PROXIES", 0)) if env_str("NUM_PROXIES") else None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

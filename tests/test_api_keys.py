@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from io import StringIO
 
 import pytest
@@ -98,7 +99,7 @@ def rates(monkeypatch):
     """Set throttle rates for a test (DRF reads them into the throttle class at import)."""
 
     def set_rates(**rates: str) -> None:
-        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, **rates})
 
     return set_rates
 
@@ -145,3 +146,34 @@ def test_create_api_key_command_refuses_a_duplicate_name():
 
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_api_key", "dup", stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.parametrize("name", ["bootstrap", "Bootstrap", " bootstrap "])
+def test_no_stored_key_may_take_the_bootstrap_keys_identity(name, client, django_user_model):
+    with pytest.raises(CommandError, match="reserved"):
+        call_command("create_api_key", name, stdout=StringIO(), stderr=StringIO())
+    admin_user = django_user_model.objects.create_superuser("root", password="pw-12345")
+    client.force_login(admin_user)
+
+    response = client.post("/admin/jobs/apikey/add/", {"name": name, "scope": "write"})
+
+    assert response.status_code == 200 and b"reserved" in response.content
+    assert not ApiKey.objects.exists()
+
+
+def test_a_stored_key_named_bootstrap_before_the_upgrade_gets_its_own_identity(api):
+    from django.apps import apps
+
+    migration = importlib.import_module("jobs.migrations.0004_reserve_bootstrap_key_name")
+    key = ApiKey.objects.create(name="bootstrap", prefix="abcd1234", secret_hash=services.hash_api_key_secret("s"))
+    migration.rename_stored_bootstrap_keys(apps, None)
+
+    stored = client_with("sf_abcd1234_s")
+    first = api.post("/jobs", {"type": "echo"}, format="json", HTTP_IDEMPOTENCY_KEY="same")
+    second = stored.post("/jobs", {"type": "echo"}, format="json", HTTP_IDEMPOTENCY_KEY="same")
+
+    key.refresh_from_db()
+    assert key.name == "bootstrap-abcd1234"
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["job_id"] != second.json()["job_id"]
+    assert Job.objects.get(job_id=second.json()["job_id"]).submitted_by == "api-key:bootstrap-abcd1234"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from jobs import redis_store
 from jobs.models import Job, JobStatus
@@ -125,6 +126,7 @@ def test_actions_need_an_api_key(anon, submit, action):
 
 def test_staff_session_may_write_and_other_users_are_refused(anon, django_user_model):
     staff = django_user_model.objects.create_user("ops", password="pw-12345", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="add_job"))
     plain = django_user_model.objects.create_user("visitor", password="pw-12345")
 
     anon.force_login(plain)

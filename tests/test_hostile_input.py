@@ -349,3 +349,83 @@ class TestPostJobs:
     )
     def test_run_at_at_the_edge_of_the_calendar_is_400(self, api, run_at):
         assert_refused(api.post("/jobs", {"type": "echo", "run_at": run_at}, format="json"), 400, mentions="run_at")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "limit", ["²", "١٢", "٣", "0", "00", "-1", "1e3", " 5", pytest.param("9" * 5000, id="5000-digits")]
+)
+def test_list_limit_that_is_not_ascii_digits_is_400(anon, limit):
+    response = anon.get("/jobs", {"limit": limit})
+
+    if limit == "9" * 5000:  # a number, just a big one: capped like any limit over 500
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 400, response.content
+        assert "limit" in response.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("position", ["abc", "1.5", "1e9", "", "9" * 40])
+def test_decodable_cursor_with_a_non_integer_position_is_400(anon, position):
+    from base64 import b64encode
+    from urllib.parse import urlencode
+
+    cursor = b64encode(urlencode({"p": position}).encode()).decode()
+
+    response = anon.get("/jobs", {"cursor": cursor})
+
+    assert response.status_code == 400, response.content
+    assert "cursor" in response.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    ["payload__contains=x", "result__contains=x", "error__regex=(", "id__regex=(", "status__regex=(", "payload__a=1"],
+)
+def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client, django_user_model, query):
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+    client.raise_request_exception = False
+
+    response = client.get(f"/admin/jobs/job/?{query}")
+
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_changelist_filters_still_work(client, django_user_model, submit):
+    submit({"type": "echo", "payload": {}})
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+
+    for query in ["status__exact=queued", "type__exact=echo", "created_at__gte=2020-01-01+00:00:00%2B00:00"]:
+        assert client.get(f"/admin/jobs/job/?{query}").status_code == 200, query
+    assert client.get("/admin/jobs/apikey/?revoked_at__isempty=1&scope__exact=read").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"type": "echo", "type": "webhook", "payload": {"url": "http://127.0.0.1/"}}',
+        '{"type": "echo", "payload": {"a": 1, "a": 2}}',
+        '{"jobs": [{"type": "echo", "queue": "high", "queue": "low"}]}',
+    ],
+)
+def test_duplicate_json_keys_are_400(api, body):
+    path = "/jobs/batch" if body.startswith('{"jobs"') else "/jobs"
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "duplicate key" in response.json()["detail"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_chunked_body_is_411_not_an_empty_body(api):
+    response = api.post("/jobs", b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked")
+
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert not Job.objects.exists()

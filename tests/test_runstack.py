@@ -79,7 +79,11 @@ def test_runstack_serves_runs_jobs_and_stops_everything_on_sigint_even_in_the_ba
         job_url = created.headers["Location"]
 
         job = wait_for(
-            lambda: (body := requests.get(job_url, timeout=5).json())["status"] == "succeeded" and body,
+            lambda: (
+                (body := requests.get(job_url, headers={"X-API-Key": "dev-key"}, timeout=5).json())["status"]
+                == "succeeded"
+                and body
+            ),
             30,
             "the email job to succeed",
         )

@@ -16,7 +16,9 @@ schema = schemathesis.openapi.from_wsgi("/api/schema", application)
 @pytest.fixture(autouse=True)
 def _no_throttling(monkeypatch):
     # Hundreds of requests a second from one key: throttling (tested on its own) would answer most of them.
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"api_key": "100000/s", "anon": "100000/s"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"api_key": "100000/s", "anon": "100000/s", "invalid_key": "100000/s"}
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from types import SimpleNamespace
 
 import pytest
 import redis
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rest_framework.throttling import SimpleRateThrottle
@@ -51,7 +54,9 @@ class _DictCache:
 @pytest.mark.parametrize("rate", ["3/s", "5/min", "1/h"])
 def test_the_redis_window_answers_as_drfs_own_throttle(monkeypatch, rate):
     """Same requests at the same moments: same answers and same waits as DRF's cache-based throttle."""
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"api_key": rate, "anon": rate})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "api_key": rate, "anon": rate}
+    )
     clock = [1_000.0]
     monkeypatch.setattr(SimpleRateThrottle, "timer", staticmethod(lambda: clock[0]))
 
@@ -78,7 +83,9 @@ def test_the_redis_window_answers_as_drfs_own_throttle(monkeypatch, rate):
 
 
 def test_refused_requests_do_not_count_and_the_budget_comes_back(monkeypatch, api):
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"api_key": "2/min", "anon": "100/s"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "2/min", "anon": "100/s"}
+    )
     clock = [5_000.0]
     monkeypatch.setattr(SimpleRateThrottle, "timer", staticmethod(lambda: clock[0]))
 
@@ -92,3 +99,79 @@ def test_refused_requests_do_not_count_and_the_budget_comes_back(monkeypatch, ap
     clock[0] += 30.5
     assert post() == (201, None)
     assert Job.objects.count() == 3
+
+
+def anon_statuses(client, count: int, **headers) -> list[int]:
+    return [client.get("/jobs", **headers).status_code for _ in range(count)]
+
+
+def test_made_up_forwarded_for_does_not_give_a_fresh_budget(monkeypatch, anon, settings):
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "100/s", "anon": "2/min"}
+    )
+
+    statuses = [anon.get("/jobs", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(3)]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_forwarded_for_counts_with_num_proxies_and_only_from_trusted_proxies(monkeypatch, anon, settings):
+    from rest_framework.settings import api_settings
+
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "100/s", "anon": "1/min"}
+    )
+    monkeypatch.setattr(api_settings, "NUM_PROXIES", 1)
+    assert [anon.get("/jobs", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(2)] == [200, 200]
+
+    settings.SENTINELFLOW_TRUSTED_PROXIES = [ipaddress.ip_network("10.0.0.0/8")]  # the test client is 127.0.0.1
+    assert [anon.get("/jobs", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(2, 4)] == [200, 429]
+    response = anon.get("/jobs", REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_FOR="198.51.100.9")
+    assert response.status_code == 200
+
+
+def test_every_429_carries_retry_after_even_past_the_budget(monkeypatch, api):
+    # Requests admitted side by side (6 threads) can leave more members in the window than the
+    # budget: seed that state directly, as the concurrent requests would leave it.
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "5/min", "anon": "100/s"}
+    )
+    now = SimpleRateThrottle.timer()
+    redis_store.connection().zadd(
+        "sentinelflow:throttle:api_key:bootstrap", {f"{now!r}:{n}": now - n * 0.01 for n in range(9)}
+    )
+
+    responses = [api.get("/jobs") for _ in range(3)]
+
+    assert [response.status_code for response in responses] == [429, 429, 429]
+    assert all(int(response.headers["Retry-After"]) >= 1 for response in responses)
+
+
+def test_invalid_keys_are_throttled_before_the_database_is_asked(monkeypatch, anon):
+    monkeypatch.setattr(
+        SimpleRateThrottle,
+        "THROTTLE_RATES",
+        {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "100/s", "anon": "100/s", "invalid_key": "3/min"},
+    )
+    anon.credentials(HTTP_X_API_KEY="sf_guess_wrong")
+
+    assert anon_statuses(anon, 3) == [401, 401, 401]
+    with CaptureQueriesContext(connection) as queries:
+        response = anon.get("/jobs")
+
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert not [query for query in queries.captured_queries if "jobs_apikey" in query["sql"]]
+
+
+def test_invalid_key_budget_is_per_address_and_spares_the_bootstrap_key(monkeypatch, anon, api):
+    monkeypatch.setattr(
+        SimpleRateThrottle,
+        "THROTTLE_RATES",
+        {**SimpleRateThrottle.THROTTLE_RATES, "api_key": "100/s", "anon": "100/s", "invalid_key": "1/min"},
+    )
+    anon.credentials(HTTP_X_API_KEY="sf_guess_wrong")
+    assert anon_statuses(anon, 2) == [401, 429]
+
+    assert anon.get("/jobs", REMOTE_ADDR="127.0.0.2").status_code == 401
+    assert api.get("/jobs").status_code == 200

@@ -16,7 +16,7 @@ Built-in types live in this package. More are found at start, without editing th
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,18 +42,28 @@ class JobType:
     name: str
     run: Callable[[dict[str, Any], JobContext], Any]
     payload_serializer: type[serializers.Serializer]
+    # Payload fields hidden from readers without the read scope; None: every field (the default, so a
+    # new job type leaks nothing until it says which fields are harmless).
+    secret_fields: frozenset[str] | None = None
 
 
 REGISTRY: dict[str, JobType] = {}
 
 
-def job_type(name: str, *, payload_serializer: type[serializers.Serializer]):
-    """Register the decorated function as the handler of job type `name`."""
+def job_type(
+    name: str, *, payload_serializer: type[serializers.Serializer], secret_fields: Iterable[str] | None = None
+):
+    """Register the decorated function as the handler of job type `name`.
+
+    `secret_fields` names the payload fields that anonymous readers must not see (see
+    JobSerializer); left out, the whole payload is hidden from them.
+    """
+    secrets = None if secret_fields is None else frozenset(secret_fields)
 
     def register(run: Callable[[dict[str, Any], JobContext], Any]):
         if name in REGISTRY and REGISTRY[name].run is not run:
             raise ValueError(f"job type {name!r} is already registered")
-        REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer)
+        REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer, secret_fields=secrets)
         return run
 
     return register

@@ -16,7 +16,7 @@ class EchoPayload(serializers.Serializer):
         return data
 
 
-@job_type("echo", payload_serializer=EchoPayload)
+@job_type("echo", payload_serializer=EchoPayload, secret_fields=())
 def echo(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """Return the payload unchanged: a no-op for smoke tests and benchmarks."""
     return payload

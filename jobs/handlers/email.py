@@ -31,7 +31,7 @@ class EmailPayload(serializers.Serializer):
         return value
 
 
-@job_type("email", payload_serializer=EmailPayload)
+@job_type("email", payload_serializer=EmailPayload, secret_fields=["body"])
 def email(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """Send one message through Django's configured email backend (EMAIL_BACKEND)."""
     sent = send_mail(

@@ -15,7 +15,7 @@ class DrillFailure(RuntimeError):
     """The error a `fail` job raises."""
 
 
-@job_type("fail", payload_serializer=FailPayload)
+@job_type("fail", payload_serializer=FailPayload, secret_fields=())
 def fail(payload: dict[str, Any], context: JobContext) -> None:
     """Raise on every attempt: for retry and alerting drills."""
     raise DrillFailure(payload["message"])

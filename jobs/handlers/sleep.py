@@ -16,7 +16,7 @@ class SleepPayload(serializers.Serializer):
     seconds = serializers.FloatField(min_value=0, max_value=MAX_SLEEP_SECONDS)
 
 
-@job_type("sleep", payload_serializer=SleepPayload)
+@job_type("sleep", payload_serializer=SleepPayload, secret_fields=())
 def sleep(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
     """Sleep `seconds`, stopping early when the job is cancelled (for workers that cannot kill a job)."""
     deadline = time.monotonic() + payload["seconds"]

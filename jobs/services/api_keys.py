@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from ..models import ApiKey, ApiScope
+from ..models import ApiKey, ApiScope, validate_api_key_name
 from . import transitions
 
 API_KEY_PREFIX_BYTES = 6
@@ -22,7 +22,11 @@ def hash_api_key_secret(secret: str) -> str:
 
 
 def api_key_create(*, name: str, scope: str = ApiScope.WRITE) -> tuple[ApiKey, str]:
-    """Create a key; returns it and the full key text, which is not stored and cannot be shown again."""
+    """Create a key; returns it and the full key text, which is not stored and cannot be shown again.
+
+    Raises ValidationError for the reserved name `bootstrap` (the API_KEY setting's identity).
+    """
+    validate_api_key_name(name)
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     secret = secrets.token_urlsafe(API_KEY_SECRET_BYTES)
     key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=hash_api_key_secret(secret), scope=scope)

@@ -228,8 +228,10 @@ class Api:
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}{path}"
 
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return self.session.get(self.url(path), params=params, timeout=10, allow_redirects=False)
+    def get(self, path: str, *, key: str | None = API_KEY, **params: Any) -> requests.Response:
+        # With the key by default: anonymous readers get results and errors redacted.
+        headers = {"X-API-Key": key} if key is not None else {}
+        return self.session.get(self.url(path), params=params, headers=headers, timeout=10, allow_redirects=False)
 
     def post(
         self, path: str, body: Any = None, *, key: str | None = API_KEY, headers: dict[str, str] | None = None

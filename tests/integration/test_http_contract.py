@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from .harness import Api
+from .harness import API_KEY, Api
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,19 @@ def test_repeated_idempotency_key_returns_the_same_job(api: Api) -> None:
         assert repeat.json()["job_id"] == first.json()["job_id"]
     after = api.metrics()
     assert after.value("jobs_submitted_total", type="echo") == before.value("jobs_submitted_total", type="echo") + 1
+
+
+def test_chunked_submit_through_gunicorn_is_411(api: Api) -> None:
+    def chunks():
+        yield b'{"type": "echo", '
+        yield b'"payload": {}}'
+
+    response = api.session.post(
+        api.url("/jobs"),
+        data=chunks(),  # a generator body: requests sends it chunked, without Content-Length
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert response.status_code == 411, response.text
+    assert "Content-Length" in response.json()["detail"]

@@ -224,6 +224,10 @@ def test_two_web_servers_and_two_workers_agree_on_cluster_wide_totals(
     server_b = new_server(web_servers, stack, request.node, tmp_path, "gunicorn-b", REDIS_URL=redis_url)
     api_a, api_b = Api(server_a.base_url), Api(server_b.base_url)
     apis = [api_a, api_b]
+    for api in apis:
+        # A new connection per request: a kept-alive one stays with the gthread worker that accepted it,
+        # and the requests must reach both workers of a server.
+        api.session.headers["Connection"] = "close"
     try:
         for _ in range(2):
             worker = workers.start(REDIS_URL=redis_url)

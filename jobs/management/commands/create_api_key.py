@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
@@ -23,5 +24,7 @@ class Command(BaseCommand):
             key, full_key = services.api_key_create(name=name, scope=scope)
         except IntegrityError:
             raise CommandError(f"an API key named {name!r} already exists") from None
+        except ValidationError as error:
+            raise CommandError("; ".join(error.messages)) from None
         self.stdout.write(full_key)
         self.stderr.write(f"Created API key {key.name!r} with scope {scope}; send it as X-API-Key. It is shown once.")
