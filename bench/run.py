@@ -22,7 +22,7 @@ Scenarios (see docs/performance.md for how each is measured):
                                                                single and bulk enqueue, latency at 200/s
 
 Every loop is bounded: drains stop at --drain-cap / --io-cap seconds and report the rate measured until
-then (the table says "partial n/N"), so the default run stays under 5 minutes on 2 cores.
+then (the table says "partial n/N"), so scenarios 1-7 stay under 5 minutes on 2 cores (8, the peers, about 5 more).
 
 The parts: bench/stack.py (the processes), bench/loads.py (load generators, submit and drain),
 bench/scenarios/ (one module per scenario), bench/report.py (rows and the table).
