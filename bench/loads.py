@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from bench.stack import Stack
 
 
+IDLE_REOPEN = 1.0  # seconds a kept-alive connection may sit idle before a request opens a fresh one
+
+
 class HttpClient:
     """A light client: one http.client connection per thread, reopened when the server closes it
     (gunicorn's sync workers close after every response). Less client CPU than requests on 2 cores."""
@@ -33,6 +36,9 @@ class HttpClient:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        elif time.monotonic() - self.local.used > IDLE_REOPEN:
+            conn.close()  # the server may have dropped it (gunicorn keeps an idle connection 2 s): reopen
+        self.local.used = time.monotonic()
         headers = dict(self.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -65,3 +65,39 @@ def print_table(rows: list[Row]) -> str:
     text = "\n".join(lines)
     print("\n" + text + "\n", flush=True)
     return text
+
+
+@dataclass
+class PeerLine:
+    """One system of scenario 8's side-by-side table: its drain (2 worker processes), the ratio to raw RQ's
+    2 SimpleWorkers, its single and bulk enqueue rates and its enqueue->start latency at 200 jobs/s."""
+
+    system: str
+    worker: str
+    drain: dict | None
+    raw_rate: float | None
+    figures: dict
+    note: str = ""
+
+
+def peer_table(lines: list[PeerLine]) -> str:
+    header = (
+        f"{'system':<14} {'drain jobs/s':>12} {'vs raw RQ':>9} {'enqueue/s':>9} {'bulk/s':>8} "
+        f"{'start p50 / p99 ms':>19}  {'worker':<48} note"
+    )
+    out = [header, "-" * len(header)]
+    for line in lines:
+        rate = line.drain["rate"] if line.drain else None
+        single = (line.figures.get("enqueue_single") or {}).get("rate")
+        bulk = (line.figures.get("enqueue_bulk") or {}).get("rate")
+        late = line.figures.get("latency") or {}
+        latency = f"{fmt(late['p50'])} / {fmt(late['p99'])}" if late.get("p50") is not None else "—"
+        r = ratio(rate, line.raw_rate)
+        note = line.note
+        if line.drain and not line.drain.get("complete", True):
+            note = "; ".join(filter(None, [drain_note(line.drain), note]))
+        out.append(
+            f"{line.system:<14} {fmt(rate):>12} {(f'{r:.2f}x' if r is not None else '—'):>9} {fmt(single):>9} "
+            f"{fmt(bulk):>8} {latency:>19}  {line.worker:<48} {note}"
+        )
+    return "\n".join(out)

@@ -1,6 +1,6 @@
 """Benchmark suite: sentinelflow against raw RQ, scenario by scenario, in one run.
 
-    python bench/run.py [--db sqlite|postgres] [--quick] [--only 1,3] [--worker-args "..."]
+    python bench/run.py [--db sqlite|postgres] [--quick] [--only 1,3|peers] [--worker-args "..."]
                         [--io-worker-args "..."|auto|none] [--drain-cap S] [--io-cap S]
 
 Starts its own private redis-server, a fresh database (PostgreSQL when a server answers on
@@ -9,17 +9,20 @@ migrates it, serves the app as in production (gunicorn -c sentinelflow_site/guni
 workers, prometheus multiprocess mode) and a bare DRF + RQ reference app (bench/raw_rq, gunicorn -w 2),
 and starts workers per phase (`manage.py rqworker high default low [--worker-args]`; the reference uses
 `rq worker` with SimpleWorker and with the default fork Worker). Every scenario measures sentinelflow
-AND the raw-RQ reference in the same run, on the same Redis. Prints one table (with the targets and
-PASS/MISS), saves JSON under bench/results/run-<UTC stamp>.json, and stops everything it started.
+AND the raw-RQ reference in the same run, on the same Redis; scenario 8 also measures the durable peers
+(django-tasks, Procrastinate, django-q2, Celery; bench/peers/, installed from bench/requirements.txt into
+.venv-bench). Prints one table (with the targets and PASS/MISS) and scenario 8's side-by-side table, saves
+JSON under bench/results/run-<UTC stamp>.json, and stops everything it started.
 
 Scenarios (see docs/performance.md for how each is measured):
   1 drain 5,000 echo jobs with 1 and 2 worker processes      5 1,000 x sleep(0.1) with 2 worker processes
   2 single submit, 16 clients; p99 at a steady 200 req/s    6 GET /jobs p99 at 200k rows; /metrics p99 at 10k queued
   3 batch submit of 500 jobs                                 7 peak RSS of a web worker and of an rqworker
-  4 latency at a steady 200 jobs/s with 2 workers
+  4 latency at a steady 200 jobs/s with 2 workers          8 (peers) the durable peers, 2 worker processes each: drain,
+                                                               single and bulk enqueue, latency at 200/s
 
 Every loop is bounded: drains stop at --drain-cap / --io-cap seconds and report the rate measured until
-then (the table says "partial n/N"), so the default run stays under 5 minutes on 2 cores.
+then (the table says "partial n/N"), so scenarios 1-7 stay under 5 minutes on 2 cores (8, the peers, about 5 more).
 
 The parts: bench/stack.py (the processes), bench/loads.py (load generators, submit and drain),
 bench/scenarios/ (one module per scenario), bench/report.py (rows and the table).
@@ -44,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, ROOT, SIZES, START, log  # noqa: E402
 from bench.report import Row, print_table  # noqa: E402
-from bench.scenarios import SCENARIOS  # noqa: E402
+from bench.scenarios import ALIASES, SCENARIOS  # noqa: E402
 from bench.stack import Stack, postgres_answers, worker_modes  # noqa: E402
 
 
@@ -52,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], help="default: postgres if 127.0.0.1:5432 answers")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", default="", help="comma-separated scenarios, e.g. 1,3 (7 needs 1: added)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios, e.g. 1,3 or peers (7 needs 1: added)")
     parser.add_argument(
         "--worker-args",
         default=os.environ.get("BENCH_WORKER_ARGS", ""),
@@ -69,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.db is None:
         args.db = "postgres" if postgres_answers() else "sqlite"
-    selected = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
+    selected = [ALIASES.get(s.strip(), s.strip()) for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
     unknown = [s for s in selected if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
@@ -121,6 +124,12 @@ def main() -> int:
     wall = time.monotonic() - START
     print(f"sentinelflow vs raw RQ — db {args.db}, {'quick' if args.quick else 'full'} sizes, {os.cpu_count()} CPUs")
     table = print_table(rows)
+    peers_table = data.get("8", {}).get("table")
+    if peers_table:
+        print("durable peers on PostgreSQL, 2 worker processes each, in this run (enqueue/s: one client, one")
+        print("call per job; bulk/s: 500 per call; start: enqueue->start at 200 jobs/s; raw RQ and sentinelflow")
+        print("latency from scenario 4 when it ran)")
+        print(peers_table + "\n")
     print(f"total wall time {wall:.0f} s; 1-min load average per scenario (before/after): ", end="")
     print(", ".join(f"{k}: {v['before'][0]:.1f}/{v.get('after', (0,))[0]:.1f}" for k, v in load.items()))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -139,6 +148,7 @@ def main() -> int:
         "wall_seconds": wall,
         "rows": [asdict(r) for r in rows],
         "table": table,
+        "peers_table": peers_table,
         "data": data,
         "load_average": load,
         "errors": errors,

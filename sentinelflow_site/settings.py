@@ -64,6 +64,11 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+def env_optional_rate(name: str) -> str | None:
+    """A throttle rate that is off (None: no limit) unless the variable is set."""
+    return env_rate(name, "") if env_str(name) else None
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in (env_str(name, default) or "").split(",") if item.strip()]
 
@@ -321,7 +326,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["jobs.throttling.ApiKeyRateThrottle", "jobs.throttling.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
+        # Opt-in: unset, one API key may use all the server can do (and the request skips the throttle's
+        # Redis round trip); requests without a key and unknown keys keep their limits below.
+        "api_key": env_optional_rate("THROTTLE_RATE_KEY"),
         "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),
         "invalid_key": env_rate("THROTTLE_RATE_INVALID_KEY", "30/min"),
         "login_failure": env_rate("THROTTLE_RATE_LOGIN_FAILURES", "5/min"),

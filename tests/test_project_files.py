@@ -22,9 +22,22 @@ def test_pyproject_dependencies_are_the_pins_of_requirements_txt():
     assert pyproject["build-system"]["build-backend"] == "setuptools.build_meta"
 
 
+def test_the_bench_peers_are_pinned_on_the_projects_django():
+    """bench/requirements.txt (the durable peers' venv) pins every package, with the project's Django."""
+    bench = requirement_lines(ROOT / "bench" / "requirements.txt")
+    project = requirement_lines(ROOT / "requirements.txt")
+
+    assert bench and all(re.fullmatch(r"[A-Za-z0-9_.\[\],-]+==[A-Za-z0-9_.+-]+", line) for line in bench), bench
+    assert [line for line in bench if line.startswith("Django==")] == [
+        line for line in project if line.startswith("Django==")
+    ]
+    names = {line.split("==")[0].lower().replace("_", "-") for line in bench}
+    assert {"django-tasks", "django-tasks-db", "procrastinate", "django-q2", "celery", "django-celery-results"} <= names
+
+
 def settings_variables() -> set[str]:
     source = (ROOT / "sentinelflow_site" / "settings.py").read_text()
-    return set(re.findall(r"env_(?:str|bool|number|rate|list)\(\s*\"([A-Z_]+)\"", source))
+    return set(re.findall(r"env_(?:str|bool|number|rate|optional_rate|list)\(\s*\"([A-Z_]+)\"", source))
 
 
 def test_every_variable_settings_read_is_in_env_example_and_the_readme_table():

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -175,3 +179,44 @@ def test_invalid_key_budget_is_per_address_and_spares_the_bootstrap_key(monkeypa
 
     assert anon.get("/jobs", REMOTE_ADDR="127.0.0.2").status_code == 401
     assert api.get("/jobs").status_code == 200
+
+
+def test_by_default_one_key_is_not_capped_and_the_throttle_skips_redis(monkeypatch, api):
+    """THROTTLE_RATE_KEY is opt-in: a single client may submit as fast as the server serves."""
+    assert SimpleRateThrottle.THROTTLE_RATES["api_key"] is None
+    monkeypatch.setattr(SimpleRateThrottle, "timer", staticmethod(lambda: 7_000.0))  # every request at one instant
+    request = SimpleNamespace(user=ApiPrincipal(name="busy-service"))
+
+    def no_redis():
+        raise AssertionError("the per-key throttle touched Redis without a budget")
+
+    monkeypatch.setattr(redis_store, "connection", no_redis)
+    assert all(ApiKeyRateThrottle().allow_request(request, None) for _ in range(1_000))
+
+
+def test_by_default_requests_without_a_key_stay_limited(monkeypatch, anon):
+    monkeypatch.setattr(SimpleRateThrottle, "timer", staticmethod(lambda: 8_000.0))
+    assert SimpleRateThrottle.THROTTLE_RATES["anon"] == "20/s"
+    assert anon_statuses(anon, 21) == [200] * 20 + [429]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "None"), ("250/s", "250/s")])
+def test_throttle_rate_key_is_read_from_the_environment(value, expected):
+    env = {"PATH": os.environ["PATH"], "TESTING": "1", "THROTTLE_RATE_KEY": value, "ENV_FILE": os.devnull}
+    code = "from django.conf import settings; print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['api_key'])"
+    out = django_shell(code, env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+def test_a_malformed_throttle_rate_key_stops_the_start():
+    env = {"PATH": os.environ["PATH"], "TESTING": "1", "THROTTLE_RATE_KEY": "lots", "ENV_FILE": os.devnull}
+    out = django_shell("import django; django.setup()", env)
+    assert out.returncode != 0
+    assert "THROTTLE_RATE_KEY must look like 100/s" in out.stderr
+
+
+def django_shell(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = env | {"DJANGO_SETTINGS_MODULE": "sentinelflow_site.settings"}
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
