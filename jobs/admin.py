@@ -12,9 +12,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import selectors, services
+from .api.throttling import LoginFailureThrottle
 from .exceptions import InvalidTransition
 from .models import ApiKey, Job, JobStatus
-from .throttling import LoginFailureThrottle
 
 STATUS_COLOURS = {
     JobStatus.PENDING: "#8a6d3b",

@@ -211,7 +211,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "jobs.middleware.BodySizeLimitMiddleware",
+    "jobs.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -308,18 +308,18 @@ RQ = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "jobs.authentication.ApiKeyAuthentication",
+        "jobs.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ApiKeyForWrites"],
-    "DEFAULT_PARSER_CLASSES": ["jobs.parsers.JSONParser"],
+    "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.ApiKeyForWrites"],
+    "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["jobs.throttling.ApiKeyRateThrottle", "jobs.throttling.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.ApiKeyRateThrottle", "jobs.api.throttling.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api_key": env_rate("THROTTLE_RATE_KEY", "100/s"),
         "anon": env_rate("THROTTLE_RATE_ANON", "20/s"),

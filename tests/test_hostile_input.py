@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from jobs import parsers, redis_store, services
+from jobs import redis_store, services
+from jobs.api import parsers
+from jobs.api.parsers import MAX_DEPTH
 from jobs.handlers import get_job_type, job_type_names
 from jobs.models import Job
-from jobs.parsers import MAX_DEPTH
 
 BUILT_IN_TYPES = ["echo", "email", "fail", "sleep", "webhook"]
 PROPERTY_SETTINGS = hypothesis_settings(
@@ -169,9 +170,9 @@ def test_parser_finds_no_problem_in_ordinary_json(data):
 
 
 def test_the_api_parses_json_with_the_guarded_parser():
-    from jobs.views import JobViewSet
+    from jobs.api.views import JobViewSet
 
-    assert settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] == ["jobs.parsers.JSONParser"]
+    assert settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] == ["jobs.api.parsers.JSONParser"]
     assert JobViewSet.parser_classes == [parsers.JSONParser]
 
 

@@ -8,10 +8,10 @@ import json
 import pytest
 from django.contrib.auth.models import Permission
 
+from jobs.api.serializers import REDACTED
 from jobs.handlers import REGISTRY, job_type
 from jobs.handlers.echo import EchoPayload
 from jobs.models import Job
-from jobs.serializers import REDACTED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

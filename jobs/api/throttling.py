@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from . import redis_store
+from .. import redis_store
 from .authentication import ApiPrincipal
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from rest_framework import authentication, exceptions
 
-from . import services
-from .models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
+from .. import services
+from ..models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
 
 API_KEY_HEADER = "X-API-Key"
 

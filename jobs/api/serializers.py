@@ -9,8 +9,8 @@ from django.db import models
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
-from .handlers import get_job_type, job_type_names
-from .models import Job
+from ..handlers import get_job_type, job_type_names
+from ..models import Job
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
