@@ -54,7 +54,7 @@ def test_malformed_or_unknown_keys_are_401(presented):
 
 
 def test_wrong_secret_with_real_prefix_is_401():
-    key, full = services.api_key_create(name="real")
+    key, _full = services.api_key_create(name="real")
 
     assert (
         client_with(f"sf_{key.prefix}_wrong-secret").post("/jobs", {"type": "echo"}, format="json").status_code == 401

@@ -289,7 +289,7 @@ class TestPostJobs:
             ({"type": "ëcho"}, "type"),
             ({"type": "échø 🎉"}, "type"),
             ({"type": "echo", "queue": "défault"}, "queue"),
-            ({"type": "echo", "run_at": "2030-01-01T00:00:00Z "}, "run_at"),
+            ({"type": "echo", "run_at": "2030-01-01T00:00:00Z "}, "run_at"),  # noqa: RUF001 - a no-break space
             ({"type": "echo", "delay": "10 s"}, "delay"),
             ({"type": "email", "payload": {"to": "ops@exämple.com", "subject": "a\u2028b\nc"}}, "payload"),
             ({"type": "webhook", "payload": {"url": "http://ʟocalhost/"}}, "payload"),
@@ -304,7 +304,7 @@ class TestPostJobs:
     def test_unicode_digits_are_read_as_the_numbers_they_are(self, api):
         run_at = (services.now() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         fullwidth = run_at.translate({ord(digit): 0xFF10 + int(digit) for digit in "0123456789"})
-        body = {"type": "echo", "run_at": fullwidth, "max_retries": "３", "timeout": "١٠"}
+        body = {"type": "echo", "run_at": fullwidth, "max_retries": "３", "timeout": "١٠"}  # noqa: RUF001 - non-ASCII digits
 
         response = api.post("/jobs", body, format="json")
 
@@ -321,7 +321,7 @@ class TestPostJobs:
         payload = {
             "to": ["ops@exämple.com", "ops@例え.jp"],
             "subject": "Grüße 🎉 مرحبا שלום",
-            "body": "ℌ𝔢𝔩𝔩𝔬\u200d\u0301 𝄞",
+            "body": "ℌ𝔢𝔩𝔩𝔬\u200d\u0301 𝄞",  # noqa: RUF001 - look-alike letters are the point
         }
 
         response = api.post("/jobs", {"type": "email", "payload": payload}, format="json")

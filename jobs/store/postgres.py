@@ -160,7 +160,7 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     """
     db = transaction.get_connection()  # the connection itself, not the thread-local proxy: read often below
     updated_at = timezone.now()  # as auto_now would set it
-    per_job, shared = _job_insert_fields()
+    _per_job, shared = _job_insert_fields()
     first = jobs[0]
     shared_values = [
         field.get_db_prep_save(updated_at if field.name == "updated_at" else getattr(first, field.attname), db)
