@@ -13,6 +13,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
+from typing import overload
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -25,6 +26,10 @@ from redis.retry import Retry
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -78,12 +83,13 @@ if not env_bool("TESTING", False):
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("TESTING", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
-if SECRET_KEY is None:
+_secret_key = env_str("SECRET_KEY")
+if _secret_key is None:
     if not (DEBUG or TESTING):
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG=0")
     # A per-run key is fine for development: sessions simply end at restart.
-    SECRET_KEY = secrets.token_urlsafe(50)
+    _secret_key = secrets.token_urlsafe(50)
+SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
 if TESTING:

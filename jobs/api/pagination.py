@@ -35,7 +35,11 @@ class JobCursorPagination(CursorPagination):
         cursor = super().decode_cursor(request)
         # The position is compared with the integer primary key: a decodable cursor with another
         # position would fail in the query (a 500); paginate_queryset turns NotFound into a 400.
-        if cursor is not None and cursor.position is not None and not re.fullmatch(r"[0-9]{1,19}", cursor.position):
+        if (
+            cursor is not None
+            and cursor.position is not None
+            and not re.fullmatch(r"[0-9]{1,19}", str(cursor.position))
+        ):
             raise exceptions.NotFound(self.invalid_cursor_message)
         return cursor
 

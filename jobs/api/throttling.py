@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -13,6 +14,12 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from .. import redis_store
 from .authentication import ApiPrincipal
+
+# (Annotations only: DRF loads this module while rest_framework.views is still importing.)
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +40,14 @@ class FailOpenRateThrottle(SimpleRateThrottle):
     """
 
     cache_format = KEY_PREFIX + "%(scope)s:%(ident)s"
+    # Set by SimpleRateThrottle.__init__ from the rate (the DRF stubs do not declare them).
+    num_requests: int
+    duration: int
+    # The window as last read, for wait().
+    count: int
+    oldest: float | None
 
-    def allow_request(self, request, view):
+    def allow_request(self, request: Request | HttpRequest | None, view: APIView | None) -> bool:
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)
@@ -63,7 +76,7 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         self.oldest = oldest[0][1] if oldest else None
         return False
 
-    def exhausted(self, request) -> bool:
+    def exhausted(self, request: Request | HttpRequest | None) -> bool:
         """Whether the budget is spent, without counting this request (so wait() can say for how long)."""
         if self.rate is None:
             return False
@@ -86,7 +99,10 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         self.oldest = oldest[0][1] if oldest else None
         return True
 
-    def wait(self):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        raise NotImplementedError("each throttle says whose budget a request spends")
+
+    def wait(self) -> float:
         """Seconds until the next request fits the budget, spread over what is left of it (as DRF's).
 
         Never None, so every 429 carries Retry-After: requests admitted side by side can push the
@@ -96,7 +112,7 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         available = max(1, self.num_requests - self.count + 1)
         return max(remaining, 0.001) / available
 
-    def get_ident(self, request) -> str:
+    def get_ident(self, request: Request | HttpRequest) -> str:
         """The client's address: the socket's, unless NUM_PROXIES says how many proxies to look through.
 
         DRF's own reads X-Forwarded-For when NUM_PROXIES is unset, so any client could pick a fresh
@@ -106,7 +122,7 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         remote = request.META.get("REMOTE_ADDR", "")
         if api_settings.NUM_PROXIES is None or not from_trusted_proxy(remote):
             return remote
-        return super().get_ident(request)
+        return super().get_ident(request)  # type: ignore[arg-type]  # reads only META, as a Django request has
 
 
 def from_trusted_proxy(address: str) -> bool:
@@ -125,7 +141,9 @@ class ApiKeyRateThrottle(FailOpenRateThrottle):
 
     scope = "api_key"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         if isinstance(request.user, ApiPrincipal):
             return self.cache_format % {"scope": self.scope, "ident": request.user.name}
         return None
@@ -136,7 +154,9 @@ class AnonymousRateThrottle(FailOpenRateThrottle):
 
     scope = "anon"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         if isinstance(request.user, ApiPrincipal) or getattr(request.user, "is_authenticated", False):
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
@@ -151,7 +171,9 @@ class InvalidKeyThrottle(FailOpenRateThrottle):
 
     scope = "invalid_key"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
@@ -165,5 +187,5 @@ class LoginFailureThrottle(FailOpenRateThrottle):
         super().__init__()
         self.ident = ident
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.ident}
