@@ -22,6 +22,7 @@ from jobs.api import parsers
 from jobs.api.parsers import MAX_DEPTH
 from jobs.handlers import get_job_type, job_type_names
 from jobs.models import Job
+from tests.factories import make_user
 
 BUILT_IN_TYPES = ["echo", "email", "fail", "sleep", "webhook"]
 PROPERTY_SETTINGS = hypothesis_settings(
@@ -385,8 +386,8 @@ def test_decodable_cursor_with_a_non_integer_position_is_400(anon, position):
     "query",
     ["payload__contains=x", "result__contains=x", "error__regex=(", "id__regex=(", "status__regex=(", "payload__a=1"],
 )
-def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client, django_user_model, query):
-    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client, query):
+    client.force_login(make_user("root", superuser=True))
     client.raise_request_exception = False
 
     response = client.get(f"/admin/jobs/job/?{query}")
@@ -395,9 +396,9 @@ def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client
 
 
 @pytest.mark.django_db(transaction=True)
-def test_admin_changelist_filters_still_work(client, django_user_model, submit):
+def test_admin_changelist_filters_still_work(client, submit):
     submit({"type": "echo", "payload": {}})
-    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+    client.force_login(make_user("root", superuser=True))
 
     for query in ["status__exact=queued", "type__exact=echo", "created_at__gte=2020-01-01+00:00:00%2B00:00"]:
         assert client.get(f"/admin/jobs/job/?{query}").status_code == 200, query
