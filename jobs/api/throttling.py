@@ -47,26 +47,31 @@ class FailOpenRateThrottle(SimpleRateThrottle):
     count: int
     oldest: float | None
 
-    def allow_request(self, request: Request | HttpRequest | None, view: APIView | None) -> bool:
+    def _budget_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        """The key of the budget the request spends (None: no rate, or no budget for it); sets key and now."""
         if self.rate is None:
-            return True
-        self.key = self.get_cache_key(request, view)
-        if self.key is None:
-            return True
+            return None
+        self.key = key = self.get_cache_key(request, view)
         self.now = self.timer()
+        return key
+
+    def allow_request(self, request: Request | HttpRequest | None, view: APIView | None) -> bool:
+        key = self._budget_key(request, view)
+        if key is None:
+            return True
         member = f"{self.now!r}:{secrets.token_hex(4)}"
         try:
             # No MULTI/EXEC: requests that interleave here only see each other's members a little early.
             with redis_store.connection().pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
-                pipe.zadd(self.key, {member: self.now})
-                pipe.zcard(self.key)
-                pipe.expire(self.key, self.duration)
+                pipe.zremrangebyscore(key, "-inf", self.now - self.duration)
+                pipe.zadd(key, {member: self.now})
+                pipe.zcard(key)
+                pipe.expire(key, self.duration)
                 count = pipe.execute()[2]
                 if count <= self.num_requests:
                     return True
-                pipe.zrem(self.key, member)
-                pipe.zrange(self.key, 0, 0, withscores=True)
+                pipe.zrem(key, member)
+                pipe.zrange(key, 0, 0, withscores=True)
                 oldest = pipe.execute()[1]
         except RedisError as error:
             logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
@@ -78,17 +83,14 @@ class FailOpenRateThrottle(SimpleRateThrottle):
 
     def exhausted(self, request: Request | HttpRequest | None) -> bool:
         """Whether the budget is spent, without counting this request (so wait() can say for how long)."""
-        if self.rate is None:
+        key = self._budget_key(request, None)
+        if key is None:
             return False
-        self.key = self.get_cache_key(request, None)
-        if self.key is None:
-            return False
-        self.now = self.timer()
         try:
             with redis_store.connection().pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
-                pipe.zcard(self.key)
-                pipe.zrange(self.key, 0, 0, withscores=True)
+                pipe.zremrangebyscore(key, "-inf", self.now - self.duration)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
                 _, count, oldest = pipe.execute()
         except RedisError as error:
             logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
