@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
-from django.urls import path, reverse
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from . import selectors, services
+from .api.throttling import LoginFailureThrottle
 from .exceptions import InvalidTransition
 from .models import ApiKey, Job, JobStatus
-from .throttling import LoginFailureThrottle
 
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
     JobStatus.SCHEDULED: "#6f42c1",
     JobStatus.QUEUED: "#0d6efd",
@@ -28,7 +35,7 @@ STATUS_COLOURS = {
 }
 
 
-def status_badge(status: str):
+def status_badge(status: str) -> SafeString:
     return format_html(
         '<span class="sf-badge" style="background:{};color:#fff;padding:2px 8px;border-radius:10px">{}</span>',
         STATUS_COLOURS.get(status, "#444"),
@@ -36,7 +43,7 @@ def status_badge(status: str):
     )
 
 
-def pretty_json(value) -> str:
+def pretty_json(value: Any) -> SafeString:
     return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2))
 
 
@@ -55,7 +62,7 @@ class ThrottledLoginForm(AdminAuthenticationForm):
     """The admin's login form, refusing to check passwords for an address or a user name that has
     failed too often lately (LoginFailureThrottle); each failed login counts against both."""
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
         address = LoginFailureThrottle("").get_ident(self.request) if self.request else ""
         budgets = [LoginFailureThrottle(f"address:{address}"), LoginFailureThrottle(f"user:{username.lower()}")]
@@ -77,11 +84,17 @@ class ThrottledLoginForm(AdminAuthenticationForm):
 admin.site.login_form = ThrottledLoginForm
 
 
-def admin_actor(request) -> str:
+def admin_actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-def run_service_on_each(modeladmin, request, queryset, service, verb: str) -> None:
+def run_service_on_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Job],
+    service: Callable[..., Job],
+    verb: str,
+) -> None:
     """Call `service` on every selected job and report how many it changed and why it refused the others."""
     done, refused = 0, []
     for job in queryset:
@@ -97,13 +110,37 @@ def run_service_on_each(modeladmin, request, queryset, service, verb: str) -> No
 
 
 @admin.action(description="Retry selected jobs", permissions=["retry"])
-def retry_selected(modeladmin, request, queryset):
+def retry_selected(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
     run_service_on_each(modeladmin, request, queryset, services.job_retry, "Retried")
 
 
 @admin.action(description="Cancel selected jobs", permissions=["cancel"])
-def cancel_selected(modeladmin, request, queryset):
+def cancel_selected(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
     run_service_on_each(modeladmin, request, queryset, services.job_cancel, "Cancelled")
+
+
+# Everything the console shows of a job, all read-only: state changes go through the actions.
+JOB_FIELDS = (
+    "job_id",
+    "type",
+    "status_badge",
+    "queue",
+    "attempts",
+    "max_retries",
+    "timeout",
+    "run_at",
+    "idempotency_key",
+    "submitted_by",
+    "created_at",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "duration",
+    "payload_pretty",
+    "result_pretty",
+    "error_pretty",
+    "timeline",
+)
 
 
 @admin.register(Job)
@@ -115,49 +152,31 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) over the whole table on every page
     date_hierarchy = None
-    fields = [
-        "job_id",
-        "type",
-        "status_badge",
-        "queue",
-        "attempts",
-        "max_retries",
-        "timeout",
-        "run_at",
-        "idempotency_key",
-        "submitted_by",
-        "created_at",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-        "duration",
-        "payload_pretty",
-        "result_pretty",
-        "error_pretty",
-        "timeline",
-    ]
-    readonly_fields = fields
+    fields = JOB_FIELDS
+    readonly_fields = JOB_FIELDS
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API, where they are validated
 
-    def has_retry_permission(self, request) -> bool:
+    def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.retry_job")
 
-    def has_cancel_permission(self, request) -> bool:
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.cancel_job")
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # state changes go through the actions, i.e. through jobs.services
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the row is the durable record of the job: nothing in the console loses one
 
-    def lookup_allowed(self, lookup, value, request=None):
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at"}))
         return allowed and super().lookup_allowed(lookup, value, request)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
         # A full job id matches exactly (indexed); anything else searches type and idempotency key.
         term = search_term.strip()
         if len(term) == 36:
@@ -172,7 +191,7 @@ class JobAdmin(admin.ModelAdmin):
         return str(job.job_id)[:8]
 
     @admin.display(description="status", ordering="status")
-    def status_badge(self, job: Job):
+    def status_badge(self, job: Job) -> SafeString:
         return status_badge(job.status)
 
     @admin.display(description="duration")
@@ -181,19 +200,19 @@ class JobAdmin(admin.ModelAdmin):
         return "—" if seconds is None else f"{seconds:.3f} s"
 
     @admin.display(description="payload")
-    def payload_pretty(self, job: Job):
+    def payload_pretty(self, job: Job) -> SafeString:
         return pretty_json(job.payload)
 
     @admin.display(description="result")
-    def result_pretty(self, job: Job):
+    def result_pretty(self, job: Job) -> SafeString:
         return pretty_json(job.result)
 
     @admin.display(description="error")
-    def error_pretty(self, job: Job):
+    def error_pretty(self, job: Job) -> SafeString:
         return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", job.error or "—")
 
     @admin.display(description="timeline")
-    def timeline(self, job: Job):
+    def timeline(self, job: Job) -> SafeString:
         # One query for all the job's events, whatever their number.
         rows = format_html_join(
             "",
@@ -214,13 +233,11 @@ class JobAdmin(admin.ModelAdmin):
             rows,
         )
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         dashboard = self.admin_site.admin_view(self.dashboard_view)
         return [path("dashboard/", dashboard, name="jobs_dashboard"), *super().get_urls()]
 
-    def dashboard_view(self, request):
-        from django.template.response import TemplateResponse
-
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
             "title": "Job dashboard",
@@ -238,18 +255,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke_selected"]
 
-    def lookup_allowed(self, lookup, value, request=None):
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         allowed = filter_lookup_allowed(lookup, frozenset({"scope", "revoked_at"}))
         return allowed and super().lookup_allowed(lookup, value, request)
 
-    def get_fields(self, request, obj=None):
-        return ["name", "scope"] if obj is None else ["name", "scope", *self.readonly_fields]
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return ("name", "scope") if obj is None else ("name", "scope", *self.readonly_fields)
 
     @admin.display(description="key")
     def key_prefix(self, key: ApiKey) -> str:
         return f"sf_{key.prefix}_…"
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm[ApiKey], change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
@@ -265,7 +282,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
-    def revoke_selected(self, request, queryset):
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             services.api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)

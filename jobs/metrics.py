@@ -12,12 +12,13 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from . import redis_store
@@ -70,7 +71,7 @@ class MetricsBatch:
         assert name in HISTOGRAMS, name
         self.observations.append((name, job_type, max(0.0, seconds)))
 
-    def add_to(self, pipe) -> None:
+    def add_to(self, pipe: Pipeline) -> None:
         totals: Counter[tuple[str, tuple[str, ...]]] = Counter()
         for name, labels, amount in self.counts:
             totals[(name, labels)] += amount
@@ -119,7 +120,7 @@ def registry() -> CollectorRegistry:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return REGISTRY  # JobMetricsCollector is registered on it at start (JobsConfig.ready)
     combined = CollectorRegistry()
-    multiprocess.MultiProcessCollector(combined)
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
     combined.register(JobMetricsCollector())
     return combined
 
@@ -133,10 +134,10 @@ def _known_types() -> list[str]:
 class JobMetricsCollector:
     """Reads the Redis totals at scrape time; every family appears, at zero, from the start."""
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         queues = settings.SENTINELFLOW_QUEUES
         names = list(COUNTERS) + list(HISTOGRAMS)
         stored: list[dict[bytes, bytes]] = [{} for _ in names]
@@ -168,7 +169,14 @@ class JobMetricsCollector:
         yield GaugeMetricFamily("jobs_workers", "Live RQ workers.", value=workers)
 
     @staticmethod
-    def _counter(name, documentation, label_names, values, types, queues):
+    def _counter(
+        name: str,
+        documentation: str,
+        label_names: tuple[str, ...],
+        values: dict[bytes, bytes],
+        types: list[str],
+        queues: Iterable[str],
+    ) -> CounterMetricFamily:
         family = CounterMetricFamily(name.removesuffix("_total"), documentation, labels=list(label_names))
         totals: dict[tuple[str, ...], float] = {}
         # Known label combinations first, at zero, so dashboards and alerts see every series.
@@ -181,12 +189,14 @@ class JobMetricsCollector:
                 totals.update({(job_type, reason): 0 for reason in RETRY_REASONS})
         for field, count in values.items():
             totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
-        for labels, count in sorted(totals.items()):
-            family.add_metric(list(labels), count)
+        for labels, total in sorted(totals.items()):
+            family.add_metric(list(labels), total)
         return family
 
     @staticmethod
-    def _histogram(name, documentation, values, types):
+    def _histogram(
+        name: str, documentation: str, values: dict[bytes, bytes], types: list[str]
+    ) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=["type"])
         per_type: dict[str, dict[str, float]] = {job_type: {} for job_type in types}
         for field, value in values.items():

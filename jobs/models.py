@@ -158,4 +158,4 @@ class ApiKey(models.Model):
 
     @property
     def scopes(self) -> frozenset[str]:
-        return SCOPE_GRANTS[self.scope]
+        return SCOPE_GRANTS[ApiScope(self.scope)]

@@ -27,11 +27,12 @@ from rq import Queue
 logger = logging.getLogger(__name__)
 
 # Adds commands to a pipeline that someone else sends.
-PipelineStep = Callable[[Pipeline], None]
+PipelineStep = Callable[[Pipeline], object]
 
 
 def connection() -> Redis:
-    return get_redis_connection("default")
+    client: Redis = get_redis_connection("default")  # django-redis is untyped
+    return client
 
 
 def queue(name: str) -> Queue:
@@ -96,7 +97,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def write(self, pipe, key: str, token: str) -> None:
+    def write(self, pipe: Pipeline, key: str, token: str) -> None:
         pipe.hset(key, token, 1)
         pipe.expire(key, self.ttl)
 
@@ -182,7 +183,7 @@ def compare_and_delete(client: Redis, key: str, token: str) -> bool:
     """Delete `key` only while it still holds `token` (WATCH/MULTI: no Lua needed, so fakeredis runs it too)."""
     with client.pipeline() as pipe:
         try:
-            pipe.watch(key)
+            pipe.watch(key)  # type: ignore[no-untyped-call]  # unannotated in redis-py
             if pipe.get(key) != token.encode():
                 pipe.unwatch()
                 return False

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import django_filters
 from django.conf import settings
@@ -33,23 +34,24 @@ def job_list() -> QuerySet[Job]:
     return Job.objects.all()
 
 
-class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):  # type: ignore[misc]  # django-filter is untyped
     """An ISO 8601 filter compared in UTC: ISO allows offsets up to ±24 h, PostgreSQL only ±16 h."""
 
-    def __init__(self, *args, param: str, **kwargs):
+    def __init__(self, *args: Any, param: str, **kwargs: Any) -> None:
         self.param = param
         super().__init__(*args, **kwargs)
 
-    def filter(self, qs, value):
+    def filter(self, qs: QuerySet[Job], value: datetime | None) -> QuerySet[Job]:
         if value is not None:
             try:
                 value = value.astimezone(dt.UTC)
             except OverflowError:
                 raise drf_exceptions.ValidationError({self.param: ["Date out of range."]}) from None
-        return super().filter(qs, value)
+        filtered: QuerySet[Job] = super().filter(qs, value)
+        return filtered
 
 
-class JobFilter(django_filters.FilterSet):
+class JobFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter is untyped
     """GET /jobs filters; an unknown value is a 400 naming the parameter."""
 
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
@@ -68,7 +70,7 @@ DASHBOARD_DURATION_SAMPLE = 10_000
 RECENT_FAILURES = 10
 
 
-def dashboard_figures() -> dict:
+def dashboard_figures() -> dict[str, Any]:
     """What the operator dashboard shows: queues, workers, the last hour's throughput, p95s, failures."""
     since = timezone.now() - timedelta(minutes=DASHBOARD_WINDOW_MINUTES)
     per_minute = _finished_per_minute(since)
@@ -92,14 +94,14 @@ def dashboard_figures() -> dict:
     }
 
 
-def _queue_depths() -> list[dict]:
+def _queue_depths() -> list[dict[str, Any]]:
     try:
         return [{"name": queue.name, "depth": queue.count} for queue in redis_store.queues()]
     except RedisError:
         return [{"name": name, "depth": None} for name in settings.SENTINELFLOW_QUEUES]
 
 
-def _workers() -> list[dict]:
+def _workers() -> list[dict[str, Any]]:
     try:
         workers = Worker.all(connection=redis_store.connection())
     except RedisError:
@@ -119,7 +121,7 @@ def _workers() -> list[dict]:
     )
 
 
-def _finished_per_minute(since) -> list[dict]:
+def _finished_per_minute(since: datetime) -> list[dict[str, Any]]:
     """Jobs succeeded and failed in each of the last 60 minutes (minutes with none included, at zero)."""
     counts = (
         Job.objects.filter(finished_at__gte=since, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED])
@@ -127,7 +129,7 @@ def _finished_per_minute(since) -> list[dict]:
         .values("minute", "status")
         .annotate(count=Count("id"))
     )
-    by_minute: dict = {}
+    by_minute: dict[datetime, dict[str, int]] = {}
     for row in counts:
         by_minute.setdefault(row["minute"], {})[row["status"]] = row["count"]
     first = since.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -145,7 +147,7 @@ def _finished_per_minute(since) -> list[dict]:
     return series
 
 
-def _p95_run_time_by_type(since) -> list[dict]:
+def _p95_run_time_by_type(since: datetime) -> list[dict[str, Any]]:
     rows = (
         Job.objects.filter(finished_at__gte=since, started_at__isnull=False)
         .order_by("-finished_at")
@@ -153,7 +155,8 @@ def _p95_run_time_by_type(since) -> list[dict]:
     )
     durations: dict[str, list[float]] = {}
     for job_type, started_at, finished_at in rows:
-        durations.setdefault(job_type, []).append((finished_at - started_at).total_seconds())
+        if started_at is not None and finished_at is not None:  # both, by the filter
+            durations.setdefault(job_type, []).append((finished_at - started_at).total_seconds())
     result = []
     for job_type, values in sorted(durations.items()):
         values.sort()

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db.models import QuerySet
+from redis import Redis
 from redis.exceptions import WatchError
 from rq.job import Job as RQJob
 
@@ -223,7 +225,7 @@ class Sentinel:
     # ----------------------------------------------------------------- rows
 
     @staticmethod
-    def _batches(queryset) -> Iterator[list[Job]]:
+    def _batches(queryset: QuerySet[Job]) -> Iterator[list[Job]]:
         """Rows in id order, BATCH_SIZE at a time, each batch read fresh (keyset pagination)."""
         last = 0
         while True:
@@ -253,7 +255,7 @@ class Sentinel:
         """Extend the lock while it is still ours; LockLost when it is not."""
         with self.connection.pipeline() as pipe:
             try:
-                pipe.watch(LOCK_KEY)
+                pipe.watch(LOCK_KEY)  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 if pipe.get(LOCK_KEY) != self._token.encode():
                     pipe.unwatch()
                     raise LockLost()
@@ -268,7 +270,7 @@ class Sentinel:
         self._token = ""  # not reached when Redis fails: the next pass takes the lock back (see _acquire)
 
 
-def _scanned(queryset):
+def _scanned(queryset: QuerySet[Job]) -> QuerySet[Job]:
     # The sentinel reads statuses and times; a job's payload, result and error may be large and stay unread.
     return queryset.defer("payload", "result", "error")
 
@@ -276,7 +278,7 @@ def _scanned(queryset):
 class QueueMembers:
     """Which job ids each RQ queue (and its intermediate list) holds: one LRANGE per queue, read when first asked."""
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection: Redis) -> None:
         self.connection = connection
         self._ids: dict[str, set[str] | None] = {}
 

@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -112,7 +113,8 @@ class Worker(SimpleWorker):
         # The job was cancelled while it ran (jobs.tasks logged it). For RQ the function returned, so its
         # bookkeeping is a success's; its "Successfully completed" line would contradict the job's status.
         self.log.info("Worker %s: job %s stopped: it was cancelled while it ran", self.name, job.id)
-        log, self.log = self.log, _WithoutSuccessLine(self.log, {})
+        # (RQ types its log a Logger; the adapter answers every call a Logger does.)
+        log, self.log = self.log, _WithoutSuccessLine(self.log, {})  # type: ignore[assignment]
         try:
             return super()._finalize_success(job, queue, execution, return_value)
         finally:
@@ -124,7 +126,9 @@ class Worker(SimpleWorker):
         if job_id and job_id == self._running_job_id:
             self._stop_job_id = job_id
             self.log.info("Worker %s: stopping job %s on request", self.name, job_id)
-            signal.pthread_kill(threading.main_thread().ident, STOP_JOB_SIGNAL)
+            main = threading.main_thread().ident
+            assert main is not None  # the main thread has started: it runs this worker
+            signal.pthread_kill(main, STOP_JOB_SIGNAL)
 
     def _interrupt_stopped_job(self, signum, frame):
         # Runs in the main thread, between two bytecodes of whatever it was doing: only raise inside
@@ -140,12 +144,12 @@ class Worker(SimpleWorker):
         self._stop_requested = True
         super().request_stop(signum, frame)
 
-    def work(self, *args, burst: bool = False, **kwargs) -> bool:
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         """RQ's work loop, restarted after a lost Redis connection instead of exiting."""
         while True:
             try:
                 self._ping()
-                worked = super().work(*args, burst=burst, **kwargs)
+                worked = super().work(burst, *args, **kwargs)
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 worked = False
                 self.log.warning("Worker %s: Redis unavailable (%s); retrying", self.name, error)
@@ -224,7 +228,7 @@ class ConcurrentWorker(Worker):
     # on the queue for worker_ttl - 15 s at most).
     THREAD_WORKER_TTL = 20
 
-    def work(self, *args, burst: bool = False, with_scheduler: bool = False, **kwargs) -> bool:
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         extra = max(0, int(getattr(settings, "SENTINELFLOW_WORKER_CONCURRENCY", 1)) - 1)
         siblings = [
             _ThreadWorker(
@@ -239,14 +243,18 @@ class ConcurrentWorker(Worker):
             for number in range(1, extra + 1)
         ]
         self._siblings = siblings
+        sibling_kwargs = {name: value for name, value in kwargs.items() if name != "with_scheduler"}
         threads = [
-            threading.Thread(target=sibling.work, kwargs={"burst": burst, **kwargs}, name=sibling.name, daemon=True)
+            # Only this thread may run RQ's scheduler.
+            threading.Thread(
+                target=sibling.work, kwargs={**sibling_kwargs, "burst": burst}, name=sibling.name, daemon=True
+            )
             for sibling in siblings
         ]
         for thread in threads:
             thread.start()
         try:
-            return super().work(*args, burst=burst, with_scheduler=with_scheduler, **kwargs)
+            return super().work(burst, *args, **kwargs)
         finally:
             for sibling in siblings:
                 sibling._stop_requested = True

@@ -27,12 +27,17 @@ def api_exception_handler(exc, context):
         logger.error("database unavailable: %s", exc)
         return Response({"detail": StoreUnavailable.default_detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, exceptions.NotAuthenticated):
-        exc.detail = "Authentication required: send an API key in the X-API-Key header."
+        exc.detail = exceptions.ErrorDetail(
+            "Authentication required: send an API key in the X-API-Key header.", code=exc.default_code
+        )
     if isinstance(exc, exceptions.UnsupportedMediaType):
         # DRF names only the media type; say what to send instead (a form post is the usual mistake).
         sent = context["request"].content_type or "none"
         sent = sent if len(sent) <= MEDIA_TYPE_SHOWN else sent[:MEDIA_TYPE_SHOWN] + "..."
-        exc.detail = f'Send the body as JSON, with the header Content-Type: application/json (not "{sent}").'
+        exc.detail = exceptions.ErrorDetail(
+            f'Send the body as JSON, with the header Content-Type: application/json (not "{sent}").',
+            code=exc.default_code,
+        )
     return exception_handler(exc, context)
 
 

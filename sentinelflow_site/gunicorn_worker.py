@@ -42,8 +42,9 @@ class TimedConn(gthread.TConn):
         super().init()
         # handle() sets the socket blocking (timeout None) before each request, then calls init().
         self.sock.settimeout(CLIENT_TIMEOUT)
-        if self.parser is not None and not self.is_http2 and not isinstance(self.parser, _TimeoutEndsConnection):
-            self.parser = _TimeoutEndsConnection(self.parser)
+        parser = self.parser  # type: ignore[has-type]  # gunicorn is untyped
+        if parser is not None and not self.is_http2 and not isinstance(parser, _TimeoutEndsConnection):
+            self.parser = _TimeoutEndsConnection(parser)
 
 
 class ThreadWorker(gthread.ThreadWorker):

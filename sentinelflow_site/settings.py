@@ -13,6 +13,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
+from typing import overload
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -25,6 +26,10 @@ from redis.retry import Retry
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -83,12 +88,13 @@ if not env_bool("TESTING", False):
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("TESTING", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
-if SECRET_KEY is None:
+_secret_key = env_str("SECRET_KEY")
+if _secret_key is None:
     if not (DEBUG or TESTING):
         raise ImproperlyConfigured("SECRET_KEY is required when DEBUG=0")
     # A per-run key is fine for development: sessions simply end at restart.
-    SECRET_KEY = secrets.token_urlsafe(50)
+    _secret_key = secrets.token_urlsafe(50)
+SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
 if TESTING:
@@ -216,7 +222,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "jobs.middleware.BodySizeLimitMiddleware",
+    "jobs.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -313,18 +319,18 @@ RQ = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "jobs.authentication.ApiKeyAuthentication",
+        "jobs.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ApiKeyForWrites"],
-    "DEFAULT_PARSER_CLASSES": ["jobs.parsers.JSONParser"],
+    "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.ApiKeyForWrites"],
+    "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["jobs.throttling.ApiKeyRateThrottle", "jobs.throttling.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.ApiKeyRateThrottle", "jobs.api.throttling.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         # Opt-in: unset, one API key may use all the server can do (and the request skips the throttle's
         # Redis round trip); requests without a key and unknown keys keep their limits below.

@@ -7,7 +7,7 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("", include("jobs.urls")),
+    path("", include("jobs.api.urls")),
 ]
 
 handler400 = "sentinelflow_site.exception_handler.bad_request"

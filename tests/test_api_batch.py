@@ -15,7 +15,7 @@ def bodies(count: int) -> list[dict]:
 
 
 def test_batch_returns_201_with_every_job_in_order_and_enqueues_them(api, metric, run_worker):
-    response = api.post("/jobs/batch", {"jobs": bodies(5) + [{"type": "echo", "queue": "high"}]}, format="json")
+    response = api.post("/jobs/batch", {"jobs": [*bodies(5), {"type": "echo", "queue": "high"}]}, format="json")
 
     assert response.status_code == 201
     jobs = response.json()["jobs"]
@@ -30,7 +30,7 @@ def test_batch_returns_201_with_every_job_in_order_and_enqueues_them(api, metric
 
 
 def test_batch_with_one_bad_item_stores_nothing_and_names_the_index(api):
-    items = bodies(3) + [{"type": "sleep", "payload": {}}] + bodies(1) + [{"type": "nope"}]
+    items = [*bodies(3), {"type": "sleep", "payload": {}}, *bodies(1), {"type": "nope"}]
 
     response = api.post("/jobs/batch/", {"jobs": items}, format="json")
 
@@ -85,7 +85,7 @@ def test_batch_with_redis_down_keeps_every_job_pending(api, monkeypatch):
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     monkeypatch.setattr(redis_store, "connection", lambda: dead)
 
-    response = api.post("/jobs/batch", {"jobs": bodies(3) + [{"type": "echo", "queue": "high"}]}, format="json")
+    response = api.post("/jobs/batch", {"jobs": [*bodies(3), {"type": "echo", "queue": "high"}]}, format="json")
 
     assert response.status_code == 201
     assert [job["status"] for job in response.json()["jobs"]] == ["pending"] * 4

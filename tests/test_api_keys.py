@@ -12,6 +12,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from jobs import services
 from jobs.models import ApiKey, Job
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +55,7 @@ def test_malformed_or_unknown_keys_are_401(presented):
 
 
 def test_wrong_secret_with_real_prefix_is_401():
-    key, full = services.api_key_create(name="real")
+    key, _full = services.api_key_create(name="real")
 
     assert (
         client_with(f"sf_{key.prefix}_wrong-secret").post("/jobs", {"type": "echo"}, format="json").status_code == 401
@@ -149,10 +150,10 @@ def test_create_api_key_command_refuses_a_duplicate_name():
 
 
 @pytest.mark.parametrize("name", ["bootstrap", "Bootstrap", " bootstrap "])
-def test_no_stored_key_may_take_the_bootstrap_keys_identity(name, client, django_user_model):
+def test_no_stored_key_may_take_the_bootstrap_keys_identity(name, client):
     with pytest.raises(CommandError, match="reserved"):
         call_command("create_api_key", name, stdout=StringIO(), stderr=StringIO())
-    admin_user = django_user_model.objects.create_superuser("root", password="pw-12345")
+    admin_user = make_user("root", superuser=True)
     client.force_login(admin_user)
 
     response = client.post("/admin/jobs/apikey/add/", {"name": name, "scope": "write"})

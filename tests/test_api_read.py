@@ -7,14 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.models import Job, JobStatus
+from jobs.models import JobStatus
+from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def make_jobs(count: int, **fields) -> list[Job]:
-    defaults = {"type": "echo", "timeout": 60, "status": JobStatus.QUEUED}
-    return [Job.objects.create(**{**defaults, **fields}) for _ in range(count)]
 
 
 def test_get_job_returns_it(anon, submit):

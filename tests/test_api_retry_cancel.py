@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from jobs import redis_store
 from jobs.models import Job, JobStatus
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,10 +124,9 @@ def test_actions_need_an_api_key(anon, submit, action):
     assert Job.objects.get(job_id=job["job_id"]).status == JobStatus.QUEUED
 
 
-def test_staff_session_may_write_and_other_users_are_refused(anon, django_user_model):
-    staff = django_user_model.objects.create_user("ops", password="pw-12345", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="add_job"))
-    plain = django_user_model.objects.create_user("visitor", password="pw-12345")
+def test_staff_session_may_write_and_other_users_are_refused(anon):
+    staff = make_user("ops", "add_job")
+    plain = make_user("visitor", staff=False)
 
     anon.force_login(plain)
     assert anon.post("/jobs", {"type": "echo"}, format="json").status_code == 403

@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from jobs import parsers, redis_store, services
+from jobs import redis_store, services
+from jobs.api import parsers
+from jobs.api.parsers import MAX_DEPTH
 from jobs.handlers import get_job_type, job_type_names
 from jobs.models import Job
-from jobs.parsers import MAX_DEPTH
+from tests.factories import make_user
 
 BUILT_IN_TYPES = ["echo", "email", "fail", "sleep", "webhook"]
 PROPERTY_SETTINGS = hypothesis_settings(
@@ -169,9 +171,9 @@ def test_parser_finds_no_problem_in_ordinary_json(data):
 
 
 def test_the_api_parses_json_with_the_guarded_parser():
-    from jobs.views import JobViewSet
+    from jobs.api.views import JobViewSet
 
-    assert settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] == ["jobs.parsers.JSONParser"]
+    assert settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] == ["jobs.api.parsers.JSONParser"]
     assert JobViewSet.parser_classes == [parsers.JSONParser]
 
 
@@ -288,7 +290,7 @@ class TestPostJobs:
             ({"type": "ëcho"}, "type"),
             ({"type": "échø 🎉"}, "type"),
             ({"type": "echo", "queue": "défault"}, "queue"),
-            ({"type": "echo", "run_at": "2030-01-01T00:00:00Z "}, "run_at"),
+            ({"type": "echo", "run_at": "2030-01-01T00:00:00Z "}, "run_at"),  # noqa: RUF001 - a no-break space
             ({"type": "echo", "delay": "10 s"}, "delay"),
             ({"type": "email", "payload": {"to": "ops@exämple.com", "subject": "a\u2028b\nc"}}, "payload"),
             ({"type": "webhook", "payload": {"url": "http://ʟocalhost/"}}, "payload"),
@@ -303,7 +305,7 @@ class TestPostJobs:
     def test_unicode_digits_are_read_as_the_numbers_they_are(self, api):
         run_at = (services.now() + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         fullwidth = run_at.translate({ord(digit): 0xFF10 + int(digit) for digit in "0123456789"})
-        body = {"type": "echo", "run_at": fullwidth, "max_retries": "３", "timeout": "١٠"}
+        body = {"type": "echo", "run_at": fullwidth, "max_retries": "３", "timeout": "١٠"}  # noqa: RUF001 - non-ASCII digits
 
         response = api.post("/jobs", body, format="json")
 
@@ -320,7 +322,7 @@ class TestPostJobs:
         payload = {
             "to": ["ops@exämple.com", "ops@例え.jp"],
             "subject": "Grüße 🎉 مرحبا שלום",
-            "body": "ℌ𝔢𝔩𝔩𝔬\u200d\u0301 𝄞",
+            "body": "ℌ𝔢𝔩𝔩𝔬\u200d\u0301 𝄞",  # noqa: RUF001 - look-alike letters are the point
         }
 
         response = api.post("/jobs", {"type": "email", "payload": payload}, format="json")
@@ -384,8 +386,8 @@ def test_decodable_cursor_with_a_non_integer_position_is_400(anon, position):
     "query",
     ["payload__contains=x", "result__contains=x", "error__regex=(", "id__regex=(", "status__regex=(", "payload__a=1"],
 )
-def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client, django_user_model, query):
-    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client, query):
+    client.force_login(make_user("root", superuser=True))
     client.raise_request_exception = False
 
     response = client.get(f"/admin/jobs/job/?{query}")
@@ -394,9 +396,9 @@ def test_admin_changelist_lookups_outside_its_filters_are_refused_not_500(client
 
 
 @pytest.mark.django_db(transaction=True)
-def test_admin_changelist_filters_still_work(client, django_user_model, submit):
+def test_admin_changelist_filters_still_work(client, submit):
     submit({"type": "echo", "payload": {}})
-    client.force_login(django_user_model.objects.create_superuser("root", password="pw-12345"))
+    client.force_login(make_user("root", superuser=True))
 
     for query in ["status__exact=queued", "type__exact=echo", "created_at__gte=2020-01-01+00:00:00%2B00:00"]:
         assert client.get(f"/admin/jobs/job/?{query}").status_code == 200, query

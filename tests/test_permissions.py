@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from jobs.models import Job, JobStatus
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def staff_with(django_user_model, username: str, *codenames: str):
-    user = django_user_model.objects.create_user(username, password="pw-12345", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="jobs", codename__in=codenames))
-    return user
 
 
 @pytest.fixture
@@ -28,8 +22,8 @@ def cancelled_job(api, submit) -> str:
     return job_id
 
 
-def test_staff_without_permissions_cannot_write_through_the_api(anon, django_user_model, queued_job, cancelled_job):
-    anon.force_login(staff_with(django_user_model, "bare"))
+def test_staff_without_permissions_cannot_write_through_the_api(anon, queued_job, cancelled_job):
+    anon.force_login(make_user("bare"))
 
     assert anon.post("/jobs", {"type": "echo"}, format="json").status_code == 403
     assert anon.post("/jobs/batch", {"jobs": [{"type": "echo"}]}, format="json").status_code == 403
@@ -39,33 +33,33 @@ def test_staff_without_permissions_cannot_write_through_the_api(anon, django_use
     assert Job.objects.get(job_id=queued_job).status == JobStatus.QUEUED
 
 
-def test_view_only_staff_cannot_write_through_the_api(anon, django_user_model, queued_job):
-    anon.force_login(staff_with(django_user_model, "viewer", "view_job"))
+def test_view_only_staff_cannot_write_through_the_api(anon, queued_job):
+    anon.force_login(make_user("viewer", "view_job"))
 
     assert anon.post("/jobs", {"type": "echo"}, format="json").status_code == 403
     assert anon.post(f"/jobs/{queued_job}/cancel").status_code == 403
     assert anon.get(f"/jobs/{queued_job}").status_code == 200
 
 
-def test_each_write_needs_its_own_permission(anon, django_user_model, queued_job, cancelled_job):
-    anon.force_login(staff_with(django_user_model, "canceller", "cancel_job"))
+def test_each_write_needs_its_own_permission(anon, queued_job, cancelled_job):
+    anon.force_login(make_user("canceller", "cancel_job"))
     assert anon.post(f"/jobs/{cancelled_job}/retry").status_code == 403
     assert anon.post("/jobs", {"type": "echo"}, format="json").status_code == 403
     assert anon.post(f"/jobs/{queued_job}/cancel").status_code == 202
 
-    anon.force_login(staff_with(django_user_model, "retrier", "retry_job"))
+    anon.force_login(make_user("retrier", "retry_job"))
     assert anon.post(f"/jobs/{cancelled_job}/retry").status_code == 202
 
-    anon.force_login(staff_with(django_user_model, "submitter", "add_job"))
+    anon.force_login(make_user("submitter", "add_job"))
     assert anon.post("/jobs", {"type": "echo"}, format="json").status_code == 201
 
 
-def test_reads_that_require_a_key_accept_a_user_with_view_permission(anon, django_user_model, queued_job, settings):
+def test_reads_that_require_a_key_accept_a_user_with_view_permission(anon, queued_job, settings):
     settings.SENTINELFLOW_READS_REQUIRE_KEY = True
 
-    anon.force_login(staff_with(django_user_model, "bare"))
+    anon.force_login(make_user("bare"))
     assert anon.get(f"/jobs/{queued_job}").status_code == 403
-    anon.force_login(staff_with(django_user_model, "viewer", "view_job"))
+    anon.force_login(make_user("viewer", "view_job"))
     assert anon.get(f"/jobs/{queued_job}").status_code == 200
 
 
@@ -74,10 +68,8 @@ def run_admin_action(client, action: str, job_id: str):
     return client.post("/admin/jobs/job/", {"action": action, "_selected_action": [pk]})
 
 
-def test_view_only_staff_cannot_run_the_admin_retry_and_cancel_actions(
-    client, django_user_model, queued_job, cancelled_job
-):
-    client.force_login(staff_with(django_user_model, "viewer", "view_job"))
+def test_view_only_staff_cannot_run_the_admin_retry_and_cancel_actions(client, queued_job, cancelled_job):
+    client.force_login(make_user("viewer", "view_job"))
 
     changelist = client.get("/admin/jobs/job/")
     assert changelist.status_code == 200
@@ -89,8 +81,8 @@ def test_view_only_staff_cannot_run_the_admin_retry_and_cancel_actions(
     assert Job.objects.get(job_id=cancelled_job).status == JobStatus.CANCELLED
 
 
-def test_admin_actions_run_for_staff_with_their_permissions(client, django_user_model, queued_job, cancelled_job):
-    client.force_login(staff_with(django_user_model, "operator", "view_job", "retry_job", "cancel_job"))
+def test_admin_actions_run_for_staff_with_their_permissions(client, queued_job, cancelled_job):
+    client.force_login(make_user("operator", "view_job", "retry_job", "cancel_job"))
 
     run_admin_action(client, "cancel_selected", queued_job)
     run_admin_action(client, "retry_selected", cancelled_job)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth.models import Permission
 
+from jobs.api.serializers import REDACTED
 from jobs.handlers import REGISTRY, job_type
 from jobs.handlers.echo import EchoPayload
 from jobs.models import Job
-from jobs.serializers import REDACTED
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,10 +85,9 @@ def test_a_job_type_that_names_no_secret_fields_hides_its_whole_payload(anon, su
     assert seen["payload"] == {"token": REDACTED}
 
 
-def test_sessions_see_secrets_only_with_the_view_permission(anon, django_user_model, failed_webhook):
-    bare = django_user_model.objects.create_user("bare", password="pw-12345", is_staff=True)
-    viewer = django_user_model.objects.create_user("viewer", password="pw-12345", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
+def test_sessions_see_secrets_only_with_the_view_permission(anon, failed_webhook):
+    bare = make_user("bare")
+    viewer = make_user("viewer", "view_job")
 
     anon.force_login(bare)
     assert anon.get(f"/jobs/{failed_webhook}").json()["error"] == REDACTED

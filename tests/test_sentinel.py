@@ -21,6 +21,7 @@ from jobs.exceptions import InvalidTransition
 from jobs.handlers import REGISTRY, JobType
 from jobs.models import Job, JobStatus
 from jobs.sentinel import LOCK_KEY, Sentinel
+from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +37,7 @@ def run_pass(sleep=lambda seconds: None) -> sentinel.PassReport | None:
 
 
 def pending_job(**fields) -> Job:
-    return Job.objects.create(type="echo", payload={"n": 1}, status=JobStatus.PENDING, timeout=60, **fields)
+    return make_job(**{"payload": {"n": 1}, "status": JobStatus.PENDING, **fields})
 
 
 def lost_run(job_id: str) -> Job:

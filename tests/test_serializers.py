@@ -1,4 +1,4 @@
-"""jobs.serializers' shortcuts give exactly what DRF's own field machinery gives.
+"""jobs.api.serializers' shortcuts give exactly what DRF's own field machinery gives.
 
 The submit serializers check the common body without building DRF fields (plain_submission), and
 JobSerializer renders with fields built once; each is compared here with the DRF path it skips.
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers as drf
 
-from jobs import serializers
+from jobs.api import serializers
+from jobs.api.serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
 from jobs.models import Job, JobStatus
-from jobs.serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
 from jobs.services import submission
 
 MISSING = object()

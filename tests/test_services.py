@@ -10,6 +10,7 @@ from jobs import services
 from jobs.exceptions import InvalidTransition
 from jobs.models import Job, JobStatus
 from jobs.services import transitions
+from tests.factories import make_job
 
 # Every transition runs on each store backend the test database has (see store_backend).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("store_backend")]
@@ -41,13 +42,9 @@ LEGAL = {
 }
 
 
-def make_job(status: str = S.QUEUED, **fields) -> Job:
-    return Job.objects.create(type="echo", timeout=60, status=status, **fields)
-
-
 @pytest.mark.parametrize(("source", "target"), list(itertools.product(S.values, S.values)))
 def test_transition_table(source, target):
-    job = make_job(source)
+    job = make_job(status=source)
 
     if (source, target) in LEGAL:
         assert transitions.transition(job, target).status == target
@@ -58,21 +55,21 @@ def test_transition_table(source, target):
 
 
 def test_terminal_statuses_are_the_design_ones():
-    assert {s for s in S.values if make_job(s).is_terminal} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+    assert {s for s in S.values if make_job(status=s).is_terminal} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
 
 
 def test_start_counts_an_attempt_and_refuses_jobs_not_runnable():
-    job = make_job(S.QUEUED)
+    job = make_job(status=S.QUEUED)
 
     assert services.job_start(job_id=str(job.job_id)).attempts == 1
     assert services.job_start(job_id=str(job.job_id)) is None  # already started: a duplicate delivery
-    assert services.job_start(job_id=str(make_job(S.CANCELLED).job_id)) is None
+    assert services.job_start(job_id=str(make_job(status=S.CANCELLED).job_id)) is None
     assert Job.objects.get(pk=job.pk).attempts == 1
 
 
 def test_worker_transitions_return_the_stored_row_and_log_where_each_move_came_from(no_backoff):
     """job_start/job_fail_attempt/job_succeed: one SQL statement each on PostgreSQL, the ORM elsewhere."""
-    job = make_job(S.RETRYING, payload={"nested": [1, {"a": None}]}, max_retries=1)
+    job = make_job(status=S.RETRYING, payload={"nested": [1, {"a": None}]}, max_retries=1)
 
     started = services.job_start(job_id=str(job.job_id), actor="worker:w1")
     stored = Job.objects.get(pk=job.pk)

@@ -130,7 +130,7 @@ def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_
         second, created = submit_one("k2")
         assert queue.job_ids == [str(first.job_id)]  # not before the commit
         # A repeated key inside the transaction: the refused INSERT rolls back to its savepoint only.
-        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
             submission.insert_jobs(
                 [
                     submission.new_job(

@@ -20,9 +20,9 @@ from redis.retry import Retry
 from rest_framework.throttling import SimpleRateThrottle
 
 from jobs import redis_store
-from jobs.authentication import ApiPrincipal
+from jobs.api.authentication import ApiPrincipal
+from jobs.api.throttling import ApiKeyRateThrottle
 from jobs.models import Job, JobStatus
-from jobs.throttling import ApiKeyRateThrottle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -41,7 +41,7 @@ class JobContext:
 class JobType:
     name: str
     run: Callable[[dict[str, Any], JobContext], Any]
-    payload_serializer: type[serializers.Serializer]
+    payload_serializer: type[serializers.Serializer[Any]]
     # Payload fields hidden from readers without the read scope; None: every field (the default, so a
     # new job type leaks nothing until it says which fields are harmless).
     secret_fields: frozenset[str] | None = None
@@ -50,9 +50,12 @@ class JobType:
 REGISTRY: dict[str, JobType] = {}
 
 
+Handler = Callable[[dict[str, Any], JobContext], Any]
+
+
 def job_type(
-    name: str, *, payload_serializer: type[serializers.Serializer], secret_fields: Iterable[str] | None = None
-):
+    name: str, *, payload_serializer: type[serializers.Serializer[Any]], secret_fields: Iterable[str] | None = None
+) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of job type `name`.
 
     `secret_fields` names the payload fields that anonymous readers must not see (see
@@ -60,7 +63,7 @@ def job_type(
     """
     secrets = None if secret_fields is None else frozenset(secret_fields)
 
-    def register(run: Callable[[dict[str, Any], JobContext], Any]):
+    def register(run: Handler) -> Handler:
         if name in REGISTRY and REGISTRY[name].run is not run:
             raise ValueError(f"job type {name!r} is already registered")
         REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer, secret_fields=secrets)

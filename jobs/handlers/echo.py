@@ -7,7 +7,7 @@ from rest_framework import serializers
 from . import JobContext, job_type
 
 
-class EchoPayload(serializers.Serializer):
+class EchoPayload(serializers.Serializer[Any]):
     """Any JSON object; it comes back as the result."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:

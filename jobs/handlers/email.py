@@ -20,7 +20,7 @@ class RecipientsField(serializers.ListField):
         return super().to_internal_value([data] if isinstance(data, str) else data)
 
 
-class EmailPayload(serializers.Serializer):
+class EmailPayload(serializers.Serializer[Any]):
     to = RecipientsField(allow_empty=False, max_length=MAX_RECIPIENTS)
     subject = serializers.CharField(required=False, default="", allow_blank=True, max_length=998)
     body = serializers.CharField(required=False, default="", allow_blank=True, max_length=1_000_000)

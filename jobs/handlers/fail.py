@@ -7,7 +7,7 @@ from rest_framework import serializers
 from . import JobContext, job_type
 
 
-class FailPayload(serializers.Serializer):
+class FailPayload(serializers.Serializer[Any]):
     message = serializers.CharField(required=False, default="fail job raised on purpose", max_length=1000)
 
 

@@ -12,7 +12,7 @@ MAX_SLEEP_SECONDS = 3600
 CANCEL_CHECK_INTERVAL = 1.0
 
 
-class SleepPayload(serializers.Serializer):
+class SleepPayload(serializers.Serializer[Any]):
     seconds = serializers.FloatField(min_value=0, max_value=MAX_SLEEP_SECONDS)
 
 

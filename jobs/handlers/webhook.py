@@ -91,7 +91,7 @@ def check_target(url: str) -> Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, ValueError) as error:
         raise WebhookTargetRefused(f"Cannot resolve {parts.hostname!r}: {error}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise WebhookTargetRefused(f"{parts.hostname!r} has no address")
     if not settings.SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE:
@@ -173,7 +173,7 @@ def literal_target_error(url: str) -> str | None:
     return None
 
 
-class WebhookPayload(serializers.Serializer):
+class WebhookPayload(serializers.Serializer[Any]):
     url = serializers.URLField(max_length=2048)
     body = serializers.JSONField(required=False, default=None, allow_null=True)
     headers = serializers.DictField(child=serializers.CharField(max_length=4096), required=False, default=dict)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -26,7 +29,7 @@ from .transitions import S, transition
 logger = logging.getLogger(__name__)
 
 RUN_JOB = "jobs.tasks.run_job"
-Counts = list[tuple[str, tuple[str, ...]]]
+Counts = Sequence[tuple[str, tuple[str, ...]]]
 
 
 def push(job: Job, *, counts: Counts = (), replace: bool = False) -> None:
@@ -56,8 +59,9 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
                 # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
                 # has passed is released by the scheduler at once.
                 backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > transitions.now()
-                scheduled = job.run_at is not None and (job.status == S.SCHEDULED or backoff_left)
-                if not scheduled and job.queue in like_first:
+                # Set only when the job waits in the scheduled registry.
+                run_at = job.run_at if job.status == S.SCHEDULED or backoff_left else None
+                if run_at is None and job.queue in like_first:
                     like_first[job.queue].enqueue(pipe, rq_id, description=description, timeout=job.timeout)
                 else:
                     rq_job = queue.create_job(
@@ -69,10 +73,10 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
                         failure_ttl=settings.SENTINELFLOW_RQ_RESULT_TTL,
                         description=description,
                     )
-                    if scheduled:
+                    if run_at is not None:
                         # RQ's scheduler keeps whole seconds and releases what is due within the current second:
                         # round up so that a job never starts before its run_at.
-                        queue.schedule_job(rq_job, _ceil_to_second(job.run_at), pipeline=pipe)
+                        queue.schedule_job(rq_job, _ceil_to_second(run_at), pipeline=pipe)
                     else:
                         queue.enqueue_job(rq_job, pipeline=pipe)
                         if queue.is_async and len(jobs) > 1:
@@ -106,17 +110,22 @@ class _LikeFirstEnqueue:
     def __init__(self, queue: Queue, first: RQJob) -> None:
         self.queue_key = queue.key
         # Encoded once as the client would encode them each time: packing the commands is most of the cost.
-        self.encode = queue.connection.get_encoder().encode
+        self.encode = cast("Callable[[Any], bytes]", queue.connection.get_encoder().encode)  # redis-py: unannotated
         self.template = {self.encode(field): self.encode(value) for field, value in first.to_dict().items()}
         self.func_name = first.func_name
         self.dumps = first.serializer.dumps
         self.key_prefix = first.redis_job_namespace_prefix
 
-    def enqueue(self, pipe, rq_id: str, *, description: str, timeout: int) -> None:
+    def enqueue(self, pipe: Pipeline, rq_id: str, *, description: str, timeout: int) -> None:
         encode = self.encode
         # What Job.data holds for func(rq_id), compressed as Job.to_dict does.
         data = zlib.compress(self.dumps((self.func_name, None, (rq_id,), {})))
-        mapping = {**self.template, b"data": data, b"description": encode(description), b"timeout": encode(timeout)}
+        mapping: dict[Any, bytes] = {
+            **self.template,
+            b"data": data,
+            b"description": encode(description),
+            b"timeout": encode(timeout),
+        }
         pipe.hset(self.key_prefix + rq_id, mapping=mapping)
         pipe.rpush(self.queue_key, rq_id)
 

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -92,7 +92,7 @@ def job_succeed(
             lease.release(via=batch.also)
         if moved is not None:
             batch.inc("jobs_succeeded_total", job.type)
-            batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
+            batch.observe("job_duration_seconds", job.type, run_seconds(job, finished_at))
     return moved
 
 
@@ -112,7 +112,7 @@ def job_fail_attempt(
     delay = retry_backoff(failures_in_budget) if retry else None
     # RQ schedules the retry in whole seconds from its own clock, a moment later than ours;
     # the whole second below is the earliest it can run, so started_at >= run_at holds.
-    next_run = {"run_at": (finished_at + timedelta(seconds=delay)).replace(microsecond=0)} if retry else {}
+    next_run = {"run_at": (finished_at + timedelta(seconds=delay)).replace(microsecond=0)} if delay is not None else {}
     try:
         moved = transition(
             job,
@@ -132,13 +132,18 @@ def job_fail_attempt(
             lease.release(via=batch.also)
         if moved is None:
             return None
-        batch.observe("job_duration_seconds", job.type, (finished_at - job.started_at).total_seconds())
+        batch.observe("job_duration_seconds", job.type, run_seconds(job, finished_at))
         if retry:
             batch.inc("jobs_retried_total", job.type, "auto")
             batch.inc("jobs_enqueued_total", job.type, job.queue)
         else:
             batch.inc("jobs_failed_total", job.type)
     return delay
+
+
+def run_seconds(job: Job, finished_at: datetime) -> float:
+    """How long the attempt that finished at `finished_at` ran (a job that finishes was started)."""
+    return (finished_at - (job.started_at or finished_at)).total_seconds()
 
 
 def attempts_spent(job: Job) -> bool:
@@ -156,7 +161,7 @@ def retry_backoff(failure_number: int) -> int:
     if base <= 0:
         return 0
     ceiling = min(settings.SENTINELFLOW_RETRY_BACKOFF_MAX, base * 2 ** (failure_number - 1))
-    return max(1, round(ceiling * random.uniform(0.5, 1.0)))
+    return max(1, round(float(ceiling) * random.uniform(0.5, 1.0)))
 
 
 def job_retry(*, job: Job, actor: str) -> Job:

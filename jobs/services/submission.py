@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -110,7 +111,9 @@ def job_submit_batch(
     Returns (jobs in the order given, created). With an Idempotency-Key, item i is stored under
     "<key>#<i>", so a repeat returns the same jobs (created=False) and another body is refused.
     """
-    keys = [f"{idempotency_key}#{index}" for index in range(len(items))] if idempotency_key else [None] * len(items)
+    keys: list[str | None] = (
+        [f"{idempotency_key}#{index}" for index in range(len(items))] if idempotency_key else [None] * len(items)
+    )
     if idempotency_key is not None:
         existing = _jobs_for_batch_key(submitted_by, keys, fingerprint)
         if existing is not None:
@@ -140,7 +143,7 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     store.backend().insert(jobs, at=at, actor=actor)
 
 
-def _jobs_for_batch_key(submitted_by: str, keys: list[str | None], fingerprint: str) -> list[Job] | None:
+def _jobs_for_batch_key(submitted_by: str, keys: Sequence[str | None], fingerprint: str) -> list[Job] | None:
     stored = {
         job.idempotency_key: job for job in Job.objects.filter(submitted_by=submitted_by, idempotency_key__in=keys)
     }

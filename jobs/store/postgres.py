@@ -92,7 +92,8 @@ def _execute(
     params += [stamp, target, actor]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
 
 
 def _prep_save(name: str, value: Any) -> Any:
@@ -101,9 +102,9 @@ def _prep_save(name: str, value: Any) -> Any:
 
 @cache
 def _statement(lookup: str, changed: tuple[str, ...], pinned: tuple[str, ...], count_attempt: bool, row: bool) -> str:
-    column = Job._meta.get_field(lookup).column
-    pin = "".join(f" AND {Job._meta.get_field(name).column} = %s" for name in pinned)
-    sets = ["status = %s", "updated_at = %s", *(f"{Job._meta.get_field(name).column} = %s" for name in changed)]
+    column = FIELDS_BY_NAME[lookup].column
+    pin = "".join(f" AND {FIELDS_BY_NAME[name].column} = %s" for name in pinned)
+    sets = ["status = %s", "updated_at = %s", *(f"{FIELDS_BY_NAME[name].column} = %s" for name in changed)]
     if count_attempt:
         sets.append("attempts = job.attempts + 1")
     returned = ", ".join(f"job.{field.column}" for field in FIELDS) if row else "job.id"
@@ -123,7 +124,7 @@ def _statement(lookup: str, changed: tuple[str, ...], pinned: tuple[str, ...], c
 
 
 @cache
-def _converters() -> list[tuple[int, Any, list]]:
+def _converters() -> list[tuple[int, Any, list[Any]]]:
     """What the ORM applies to each column it reads (JSON decoding, for one), per field of Job."""
     found = []
     for index, field in enumerate(FIELDS):
@@ -160,7 +161,7 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     """
     db = transaction.get_connection()  # the connection itself, not the thread-local proxy: read often below
     updated_at = timezone.now()  # as auto_now would set it
-    per_job, shared = _job_insert_fields()
+    _per_job, shared = _job_insert_fields()
     first = jobs[0]
     shared_values = [
         field.get_db_prep_save(updated_at if field.name == "updated_at" else getattr(first, field.attname), db)
@@ -205,7 +206,7 @@ def _insert_row(job: Job) -> dict[str, Any]:
 
 
 @cache
-def _job_insert_fields() -> tuple[list[Field], list[Field]]:
+def _job_insert_fields() -> tuple[list[Field[Any, Any]], list[Field[Any, Any]]]:
     """Job's columns but the primary key: those of PER_JOB_COLUMNS, then the others."""
     per_job = [FIELDS_BY_NAME[name] for name in PER_JOB_COLUMNS]
     return per_job, [field for field in FIELDS if not field.primary_key and field.name not in PER_JOB_COLUMNS]
@@ -222,7 +223,7 @@ def _job_insert_statement(*, many: bool) -> str:
     if many:
         # The keys of _insert_row, typed without a length (varchar, not varchar(64)): too long a value
         # then fails the INSERT, as with the ORM, instead of being cut short.
-        types = ", ".join(f"{quote(field.name)} {field.db_type(connection).split('(')[0]}" for field in per_job)
+        types = ", ".join(f"{quote(field.name)} {(field.db_type(connection) or '').split('(')[0]}" for field in per_job)
         names = ", ".join(quote(field.name) for field in per_job)
         rows = f"""rows AS (
             SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS ({types})) WITH ORDINALITY AS j({names}, n)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from redis.exceptions import RedisError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from . import redis_store
+from .. import redis_store
 from .authentication import ApiPrincipal
+
+# (Annotations only: DRF loads this module while rest_framework.views is still importing.)
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -33,27 +40,38 @@ class FailOpenRateThrottle(SimpleRateThrottle):
     """
 
     cache_format = KEY_PREFIX + "%(scope)s:%(ident)s"
+    # Set by SimpleRateThrottle.__init__ from the rate (the DRF stubs do not declare them).
+    num_requests: int
+    duration: int
+    # The window as last read, for wait().
+    count: int
+    oldest: float | None
 
-    def allow_request(self, request, view):
+    def _budget_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        """The key of the budget the request spends (None: no rate, or no budget for it); sets key and now."""
         if self.rate is None:
-            return True
-        self.key = self.get_cache_key(request, view)
-        if self.key is None:
-            return True
+            return None
+        self.key = key = self.get_cache_key(request, view)
         self.now = self.timer()
+        return key
+
+    def allow_request(self, request: Request | HttpRequest | None, view: APIView | None) -> bool:
+        key = self._budget_key(request, view)
+        if key is None:
+            return True
         member = f"{self.now!r}:{secrets.token_hex(4)}"
         try:
             # No MULTI/EXEC: requests that interleave here only see each other's members a little early.
             with redis_store.connection().pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
-                pipe.zadd(self.key, {member: self.now})
-                pipe.zcard(self.key)
-                pipe.expire(self.key, self.duration)
+                pipe.zremrangebyscore(key, "-inf", self.now - self.duration)
+                pipe.zadd(key, {member: self.now})
+                pipe.zcard(key)
+                pipe.expire(key, self.duration)
                 count = pipe.execute()[2]
                 if count <= self.num_requests:
                     return True
-                pipe.zrem(self.key, member)
-                pipe.zrange(self.key, 0, 0, withscores=True)
+                pipe.zrem(key, member)
+                pipe.zrange(key, 0, 0, withscores=True)
                 oldest = pipe.execute()[1]
         except RedisError as error:
             logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
@@ -63,19 +81,16 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         self.oldest = oldest[0][1] if oldest else None
         return False
 
-    def exhausted(self, request) -> bool:
+    def exhausted(self, request: Request | HttpRequest | None) -> bool:
         """Whether the budget is spent, without counting this request (so wait() can say for how long)."""
-        if self.rate is None:
+        key = self._budget_key(request, None)
+        if key is None:
             return False
-        self.key = self.get_cache_key(request, None)
-        if self.key is None:
-            return False
-        self.now = self.timer()
         try:
             with redis_store.connection().pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(self.key, "-inf", self.now - self.duration)
-                pipe.zcard(self.key)
-                pipe.zrange(self.key, 0, 0, withscores=True)
+                pipe.zremrangebyscore(key, "-inf", self.now - self.duration)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
                 _, count, oldest = pipe.execute()
         except RedisError as error:
             logger.warning("throttle %s skipped, Redis unavailable: %s", self.scope, error)
@@ -86,7 +101,10 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         self.oldest = oldest[0][1] if oldest else None
         return True
 
-    def wait(self):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        raise NotImplementedError("each throttle says whose budget a request spends")
+
+    def wait(self) -> float:
         """Seconds until the next request fits the budget, spread over what is left of it (as DRF's).
 
         Never None, so every 429 carries Retry-After: requests admitted side by side can push the
@@ -96,7 +114,7 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         available = max(1, self.num_requests - self.count + 1)
         return max(remaining, 0.001) / available
 
-    def get_ident(self, request) -> str:
+    def get_ident(self, request: Request | HttpRequest) -> str:
         """The client's address: the socket's, unless NUM_PROXIES says how many proxies to look through.
 
         DRF's own reads X-Forwarded-For when NUM_PROXIES is unset, so any client could pick a fresh
@@ -106,7 +124,7 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         remote = request.META.get("REMOTE_ADDR", "")
         if api_settings.NUM_PROXIES is None or not from_trusted_proxy(remote):
             return remote
-        return super().get_ident(request)
+        return super().get_ident(request)  # type: ignore[arg-type]  # reads only META, as a Django request has
 
 
 def from_trusted_proxy(address: str) -> bool:
@@ -125,7 +143,9 @@ class ApiKeyRateThrottle(FailOpenRateThrottle):
 
     scope = "api_key"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         if isinstance(request.user, ApiPrincipal):
             return self.cache_format % {"scope": self.scope, "ident": request.user.name}
         return None
@@ -136,7 +156,9 @@ class AnonymousRateThrottle(FailOpenRateThrottle):
 
     scope = "anon"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         if isinstance(request.user, ApiPrincipal) or getattr(request.user, "is_authenticated", False):
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
@@ -151,7 +173,9 @@ class InvalidKeyThrottle(FailOpenRateThrottle):
 
     scope = "invalid_key"
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
+        if request is None:  # only the admin's login form may have none; it uses LoginFailureThrottle
+            return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
@@ -165,5 +189,5 @@ class LoginFailureThrottle(FailOpenRateThrottle):
         super().__init__()
         self.ident = ident
 
-    def get_cache_key(self, request, view):
+    def get_cache_key(self, request: Request | HttpRequest | None, view: APIView | None) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.ident}

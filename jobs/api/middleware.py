@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 
 class BodySizeLimitMiddleware:
     """Refuse bodies over MAX_BODY_BYTES with a JSON 413, and chunked bodies with a 411, before anything reads them."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
             # WSGI gives Django no length for a chunked body, so it would read it as empty: a submit
             # would be refused for what it seemed to lack. Say what is wrong instead.

@@ -1,7 +1,8 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from .views import HealthView, JobViewSet, ReadinessView, metrics_view
+from .health import HealthView, ReadinessView
+from .views import JobViewSet, metrics_view
 
 # "/?" : every path answers with and without a trailing slash (a POST must never be redirected).
 router = SimpleRouter()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import codecs
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from django.conf import settings as django_settings
 from rest_framework import parsers
@@ -27,12 +28,15 @@ MAX_DEPTH = 100
 class JSONParser(parsers.JSONParser):
     """DRF's JSONParser plus the checks of this module's docstring; each refusal is a 400 `{"detail": ...}`."""
 
-    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+    def parse(
+        self, stream: IO[bytes], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
         encoding = (parser_context or {}).get("encoding", django_settings.DEFAULT_CHARSET)
         try:
             # DRF's parse, with duplicate keys refused: `{"type": "echo", "type": "webhook"}` means
             # one thing to this parser (the last wins) and another to a proxy or a log reader.
-            data = json.load(codecs.getreader(encoding)(stream), object_pairs_hook=_object_without_duplicate_keys)
+            reader = codecs.getreader(encoding)(stream)
+            data = json.load(reader, object_pairs_hook=_object_without_duplicate_keys)  # type: ignore[arg-type]  # reads str
         except RecursionError:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
         except ValueError as error:
@@ -47,9 +51,14 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, An
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        duplicate = next(key for key, _ in pairs if key in seen or _added(seen, key))
         raise ValueError(f"duplicate key {duplicate!r}.")
     return result
+
+
+def _added(seen: set[str], key: str) -> bool:
+    seen.add(key)
+    return False
 
 
 def json_problem(data: Any, *, max_depth: int = MAX_DEPTH) -> str | None:

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
 from rest_framework import serializers
 from rest_framework.fields import SkipField
+from rest_framework.request import Request
 
-from .handlers import get_job_type, job_type_names
-from .models import Job
+from ..handlers import get_job_type, job_type_names
+from ..models import Job
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
@@ -79,6 +80,9 @@ class JobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    # Per class (read through cls.__dict__): a subclass builds its own.
+    _readable_fields_cache: ClassVar[list[tuple[serializers.Field, str | None]]]
+
     def to_representation(self, instance: Job) -> dict[str, Any]:
         ret = self._represent(instance)
         return redacted(ret) if self.context.get("redact") else ret
@@ -90,7 +94,7 @@ class JobSerializer(serializers.ModelSerializer):
         # model fields are plain attributes: getattr reads them as Field.get_attribute would (it
         # also walks dotted sources, mappings and callables, which a Job's columns are not).
         plain = isinstance(instance, Job)
-        ret = {}
+        ret: dict[Any, Any] = {}
         for field, column in self._shared_readable_fields():
             if plain and column:
                 attribute = getattr(instance, column)
@@ -184,7 +188,9 @@ class JobSubmitSerializer(serializers.Serializer):
 
 def payload_serializer_for(attrs: dict[str, Any]) -> serializers.Serializer:
     """The job type's own serializer, bound to the payload of a submission."""
-    return get_job_type(attrs["type"]).payload_serializer(data=attrs.get("payload"))
+    job_type = get_job_type(attrs["type"])
+    assert job_type is not None, attrs["type"]  # validate_type refused unknown types
+    return job_type.payload_serializer(data=attrs.get("payload"))
 
 
 def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -264,7 +270,7 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
-def idempotency_key_from(request, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH) -> str | None:
+def idempotency_key_from(request: Request, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH) -> str | None:
     """The Idempotency-Key header, if sent; a bad one is a 400 naming the header."""
     value = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if value is None:

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from rest_framework import permissions
 
 from .authentication import ApiPrincipal
+
+# (Annotations only: DRF loads this module while rest_framework.views is still importing.)
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 # What a logged-in user needs, per viewset action, to write through the API: Django's permissions,
 # as in the admin. A staff flag alone grants nothing.
@@ -15,7 +23,7 @@ SESSION_WRITE_PERMISSIONS = {
 }
 
 
-def scopes_of(request) -> frozenset[str]:
+def scopes_of(request: Request | HttpRequest) -> frozenset[str]:
     """What the caller may read: an API key's scopes; `read` for a user with the `jobs.view_job` permission."""
     user = request.user
     if isinstance(user, ApiPrincipal):
@@ -32,7 +40,7 @@ class ApiKeyForWrites(permissions.BasePermission):
 
     message = "This API key's scope (or this user's permissions) does not allow this request."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return not settings.SENTINELFLOW_READS_REQUIRE_KEY or "read" in scopes_of(request)
         user = request.user

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from rest_framework import authentication, exceptions
 
-from . import services
-from .models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
+from .. import services
+from ..models import BOOTSTRAP_KEY_NAME, SCOPE_GRANTS, ApiKey, ApiScope
+
+# (Annotations only: DRF loads this module while rest_framework.views is still importing.)
+if TYPE_CHECKING:
+    from rest_framework.request import Request
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -41,7 +46,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     THROTTLE_RATE_INVALID_KEY the address gets 429s, before any lookup, until the window passes.
     """
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[ApiPrincipal, ApiPrincipal] | None:
         presented = request.META.get("HTTP_X_API_KEY")
         if presented is None:
             return None
@@ -78,6 +83,6 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         services.api_key_touch(key=key)
         return ApiPrincipal(name=key.name, scopes=key.scopes)
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         # Present on 401s; also what makes DRF answer 401 rather than 403 for a missing key.
         return f'ApiKey header="{API_KEY_HEADER}"'

@@ -1,0 +1,157 @@
+"""The OpenAPI declarations (drf-spectacular): what each endpoint answers, beyond what the views say themselves.
+
+The views apply these decorators; the schema at /api/schema/ and the docs at /api/docs/ are built from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers
+
+from ..handlers import job_type_names
+from ..models import JobStatus
+from .serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "jobs.api.authentication.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "The bootstrap API_KEY, or a key made in the admin or with manage.py create_api_key.",
+        }
+
+
+Detail = inline_serializer("Detail", {"detail": serializers.CharField()})
+
+
+def error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(Detail, description=description)
+
+
+FieldErrors = OpenApiResponse(
+    {"type": "object", "additionalProperties": True},
+    description="Validation failed: each invalid field (or header, or batch index) maps to its messages, "
+    'e.g. {"queue": ["Unknown queue ..."]}; or {"detail": "..."} for a body that is not JSON.',
+)
+THROTTLED = error("Over the request budget of the key (or address); retry after Retry-After seconds")
+DATETIME_OR_EMPTY = {"type": "string", "anyOf": [{"format": "date-time"}, {"enum": [""]}]}
+# Reads need no key unless READS_REQUIRE_KEY=1: the empty requirement says "anonymous allowed".
+OPEN_READS: list[dict[str, list[str]]] = [{"ApiKeyAuth": []}, {"cookieAuth": []}, {}]
+UNKNOWN_READER = error("Unknown key, or none where READS_REQUIRE_KEY=1")
+NO_WRITE_KEY = error("Missing or unknown API key")
+NO_WRITE_SCOPE = error("The key's scope does not allow writes")
+
+
+def job_action_responses(*, conflict: str) -> dict[int, Any]:
+    """The responses of POST /jobs/{id}/retry and /cancel, which differ only in why they conflict."""
+    return {
+        202: JobSerializer,
+        401: NO_WRITE_KEY,
+        403: NO_WRITE_SCOPE,
+        404: error("No such job"),
+        409: error(conflict),
+        429: THROTTLED,
+    }
+
+
+def submit_responses(body: Any, *, again: str, not_json: bool) -> dict[int, Any]:
+    """The responses of POST /jobs and /jobs/batch: `body` is what a submit returns, `again` the 200's meaning;
+    `not_json` whether a 415 is declared."""
+    responses = {
+        201: body,
+        200: OpenApiResponse(body, description=again),
+        400: FieldErrors,
+        401: NO_WRITE_KEY,
+        403: NO_WRITE_SCOPE,
+        413: error("Body over MAX_BODY_BYTES"),
+        415: error("Not JSON"),
+        422: error("Idempotency-Key reused with another body"),
+        429: THROTTLED,
+        503: error("Database unavailable; nothing stored"),
+    }
+    if not not_json:
+        del responses[415]
+    return responses
+
+
+FIRST_SUBMITTED = "first submitted with this Idempotency-Key."
+BatchResult = inline_serializer("BatchResult", {"jobs": JobSerializer(many=True)})
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Repeat a submit safely: the same key (per API key) returns the same job with 200.",
+)
+
+job_reads = extend_schema_view(
+    list=extend_schema(
+        summary="List jobs, newest first",
+        auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
+        parameters=[
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1}, description="Page size (default 50; above 500, 500)."
+            ),
+            # An empty filter is no filter (the browsable API's filter form sends every field).
+            OpenApiParameter("status", str, enum=[*JobStatus.values, ""], description="Only this status."),
+            OpenApiParameter("type", str, enum=[*job_type_names(), ""], description="Only this type."),
+            OpenApiParameter("queue", str, enum=[*settings.SENTINELFLOW_QUEUES, ""], description="Only this queue."),
+            OpenApiParameter("created_after", DATETIME_OR_EMPTY, description="Created at or after (ISO 8601)."),
+            OpenApiParameter("created_before", DATETIME_OR_EMPTY, description="Created before (ISO 8601)."),
+        ],
+        responses={200: JobSerializer(many=True), 400: FieldErrors, 401: UNKNOWN_READER, 429: THROTTLED},
+    ),
+    retrieve=extend_schema(
+        summary="Get a job",
+        auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
+        responses={200: JobSerializer, 401: UNKNOWN_READER, 404: error("No such job"), 429: THROTTLED},
+    ),
+)
+job_submit = extend_schema(
+    summary="Submit a job",
+    request=JobSubmitSerializer,
+    parameters=[IDEMPOTENCY_HEADER],
+    responses=submit_responses(JobSerializer, again=f"The job {FIRST_SUBMITTED}", not_json=True),
+)
+job_batch = extend_schema(
+    summary="Submit up to 1,000 jobs at once",
+    request=JobBatchSubmitSerializer,
+    parameters=[IDEMPOTENCY_HEADER],
+    responses=submit_responses(BatchResult, again=f"The jobs {FIRST_SUBMITTED}", not_json=False),
+)
+job_retry = extend_schema(
+    summary="Retry a failed or cancelled job",
+    request=None,
+    responses=job_action_responses(conflict="The job is not failed or cancelled"),
+)
+job_cancel = extend_schema(
+    summary="Cancel a job that has not finished",
+    request=None,
+    responses=job_action_responses(conflict="The job has already finished"),
+)
+
+HealthStatus = inline_serializer("HealthStatus", {"status": serializers.CharField()})
+Readiness = inline_serializer(
+    "Readiness",
+    {
+        "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "checks": serializers.DictField(child=serializers.DictField(child=serializers.CharField())),
+        "workers": serializers.IntegerField(allow_null=True),
+    },
+)
+liveness = extend_schema(summary="Liveness probe", responses={200: HealthStatus}, auth=[])
+readiness = extend_schema(summary="Readiness probe", responses={200: Readiness, 503: Readiness}, auth=[])

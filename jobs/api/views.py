@@ -1,0 +1,110 @@
+"""The jobs endpoints (/jobs, /jobs/batch, /jobs/{id}, /jobs/{id}/retry, /jobs/{id}/cancel) and /metrics.
+
+Each action validates with a serializer and calls one service; the OpenAPI declarations are in `schema`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import metrics, selectors, services
+from ..models import Job
+from . import schema
+from .authentication import ApiPrincipal
+from .pagination import JobCursorPagination
+from .permissions import scopes_of
+from .serializers import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    JobBatchSubmitSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+    idempotency_key_from,
+)
+
+
+def actor_of(request: Request) -> str:
+    """Who makes a change, for the job's timeline: an API key by name, or a logged-in user."""
+    user = request.user
+    return user.actor if isinstance(user, ApiPrincipal) else f"user:{user.get_username()}"
+
+
+@schema.job_reads
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Job]):
+    """Submit, inspect, retry and cancel jobs."""
+
+    serializer_class = JobSerializer
+    pagination_class = JobCursorPagination
+    filterset_class = selectors.JobFilter
+    lookup_field = "job_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> Any:
+        return selectors.job_list()
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        # Reads are open by default: a caller without the read scope gets secrets redacted.
+        return {**super().get_serializer_context(), "redact": "read" not in scopes_of(self.request)}
+
+    def get_object(self) -> Job:
+        return selectors.job_get(job_id=self.kwargs["job_id"])
+
+    @schema.job_submit
+    def create(self, request: Request) -> Response:
+        idempotency_key = idempotency_key_from(request)
+        submit = JobSubmitSerializer(data=request.data, context={"now": services.now})
+        submit.is_valid(raise_exception=True)
+        job, created = services.job_submit(
+            **submit.validated_data,
+            submitted_by=actor_of(request),
+            idempotency_key=idempotency_key,
+            fingerprint=services.request_fingerprint(request.data),
+        )
+        location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
+        return Response(
+            self.get_serializer(job).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers={"Location": location},
+        )
+
+    @schema.job_batch
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        # "#<index>" is appended to the key for each job: leave room for it.
+        idempotency_key = idempotency_key_from(request, max_length=MAX_IDEMPOTENCY_KEY_LENGTH - 5)
+        submit = JobBatchSubmitSerializer(data=request.data, context={"now": services.now})
+        submit.is_valid(raise_exception=True)
+        jobs, created = services.job_submit_batch(
+            items=submit.validated_data["jobs"],
+            submitted_by=actor_of(request),
+            idempotency_key=idempotency_key,
+            fingerprint=services.request_fingerprint(request.data),
+        )
+        return Response(
+            {"jobs": self.get_serializer(jobs, many=True).data},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @schema.job_retry
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, job_id: str | None = None) -> Response:
+        job = services.job_retry(job=self.get_object(), actor=actor_of(request))
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @schema.job_cancel
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, job_id: str | None = None) -> Response:
+        job = services.job_cancel(job=self.get_object(), actor=actor_of(request))
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics in Prometheus text format (django-prometheus' metrics and the job metrics)."""
+    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
