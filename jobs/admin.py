@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
@@ -58,9 +59,10 @@ def filter_lookup_allowed(lookup: str, fields: frozenset[str]) -> bool:
     return field in fields and (not operator or operator in CHANGELIST_LOOKUPS)
 
 
-class ThrottledLoginForm(AdminAuthenticationForm):
-    """The admin's login form, refusing to check passwords for an address or a user name that has
-    failed too often lately (LoginFailureThrottle); each failed login counts against both."""
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """A login form that refuses to check passwords for an address or a user name that has failed
+    too often lately (LoginFailureThrottle); each failed login counts against both. The browsable
+    API's login page (/api-auth/login/) uses it as is: the same budgets as the admin's."""
 
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
@@ -79,6 +81,10 @@ class ThrottledLoginForm(AdminAuthenticationForm):
             for budget in budgets:
                 budget.allow_request(self.request, None)  # counts this failure
             raise
+
+
+class ThrottledLoginForm(ThrottledAuthenticationForm, AdminAuthenticationForm):
+    """The admin's login form (staff only), with the same failure budgets."""
 
 
 admin.site.login_form = ThrottledLoginForm

@@ -235,6 +235,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "sentinelflow_site.urls"
+# After logging in at /api-auth/login/ without a ?next=: the job list in the browsable API.
+LOGIN_REDIRECT_URL = "/jobs"
 WSGI_APPLICATION = "sentinelflow_site.wsgi.application"
 # Both /jobs and /jobs/ are routed explicitly; a redirect would turn a POST into a GET.
 APPEND_SLASH = False

@@ -1,4 +1,4 @@
-"""The admin login: failed logins are rate-limited per client address and per user name."""
+"""The admin login and the browsable API's: failed logins are rate-limited per client address and per user name."""
 
 from __future__ import annotations
 
@@ -53,4 +53,32 @@ def test_a_good_login_elsewhere_is_unaffected(client, operator):
     response = login(client, "operator", "right-pw-12345", address="198.51.100.2")
 
     assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(operator.pk)
+
+
+def api_login(client, username: str, password: str, address: str = "127.0.0.1"):
+    return client.post("/api-auth/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_the_browsable_api_login_has_the_same_budget(client, operator):
+    assert [api_login(client, "operator", f"guess-{n}").status_code for n in range(3)] == [200, 200, 200]
+
+    response = api_login(client, "operator", "right-pw-12345")
+
+    assert b"Too many failed logins" in response.content
+    assert "_auth_user_id" not in client.session
+
+
+def test_failures_on_one_login_page_count_on_the_other(client, operator):
+    for n in range(3):
+        api_login(client, "operator", f"guess-{n}")
+
+    assert b"Too many failed logins" in login(client, "operator", "right-pw-12345").content
+
+
+def test_the_browsable_api_login_lands_on_the_job_list(client, operator):
+    response = api_login(client, "operator", "right-pw-12345")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/jobs"
     assert client.session["_auth_user_id"] == str(operator.pk)

@@ -431,3 +431,13 @@ def test_chunked_body_is_411_not_an_empty_body(api):
     assert response.status_code == 411
     assert "Content-Length" in response.json()["detail"]
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("length", ["²", "1²", "-1", "0x10", "١٢"])
+def test_a_content_length_that_is_not_ascii_digits_is_400(api, length):
+    response = api.post("/jobs", b"{}", content_type="application/json", CONTENT_LENGTH=length)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Invalid Content-Length header."}
+    assert not Job.objects.exists()

@@ -20,7 +20,7 @@ class BodySizeLimitMiddleware:
                 {"detail": "Chunked request bodies are not accepted: send a Content-Length."}, status=411
             )
         length = request.META.get("CONTENT_LENGTH") or "0"
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # isdigit() alone accepts "²", which int() refuses
             return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
         if int(length) > settings.MAX_BODY_BYTES:
             return JsonResponse(
