@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -98,6 +99,10 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     description="Repeat a submit safely: the same key (per API key) returns the same job with 200.",
 )
 
+# A job id is a UUID: said in the schema, so that clients (and schemathesis) do not take the path's
+# other words (/jobs/batch) for ids.
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id.")
+
 job_reads = extend_schema_view(
     list=extend_schema(
         summary="List jobs, newest first",
@@ -117,6 +122,7 @@ job_reads = extend_schema_view(
     ),
     retrieve=extend_schema(
         summary="Get a job",
+        parameters=[JOB_ID],
         auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
         responses={200: JobSerializer, 401: UNKNOWN_READER, 404: error("No such job"), 429: THROTTLED},
     ),
@@ -135,11 +141,13 @@ job_batch = extend_schema(
 )
 job_retry = extend_schema(
     summary="Retry a failed or cancelled job",
+    parameters=[JOB_ID],
     request=None,
     responses=job_action_responses(conflict="The job is not failed or cancelled"),
 )
 job_cancel = extend_schema(
     summary="Cancel a job that has not finished",
+    parameters=[JOB_ID],
     request=None,
     responses=job_action_responses(conflict="The job has already finished"),
 )
