@@ -13,31 +13,14 @@ import requests
 
 from sentinelflow_site.processes import free_port, session_members
 
-from .harness import Api, Stack, spawn, stop, wait_until
+from .harness import Api, Process, Stack, spawn, stop, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def test_run_sh_serves_runs_jobs_sums_gunicorn_metrics_and_stops_on_sigterm(stack: Stack, tmp_path):
-    port = free_port()
-    env = stack.env(
-        REDIS_URL=stack.redis_url.rsplit("/", 1)[0] + "/8",  # a Redis database of its own: its own totals
-        BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="2",
-        RQ_WORKERS="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
-    )
-    process = spawn("run-sh", ["bash", "scripts/run.sh"], env=env, log_dir=stack.log_dir)
-    api = Api(f"http://127.0.0.1:{port}")
+    process, api, port = start_run_sh(stack, tmp_path, name="run-sh", redis_db=8, workers=1)
     try:
-
-        def healthy() -> bool:
-            try:
-                return api.get("/healthz").status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(healthy, timeout=90, message=lambda: f"run.sh did not serve:\n{process.output()}")
         jobs = [api.submit(type="echo", payload={"n": n}) for n in range(10)]
         for job in jobs:
             api.wait_for_status(job["job_id"], "succeeded", timeout=30)
@@ -51,12 +34,7 @@ def test_run_sh_serves_runs_jobs_sums_gunicorn_metrics_and_stops_on_sigterm(stac
 
         process.popen.send_signal(signal.SIGTERM)
         assert process.popen.wait(timeout=30) == 0, process.output()
-        deadline = time.monotonic() + 10
-        while session_members(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert session_members(process.pid) == [], "run.sh left processes running"
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0
+        assert_nothing_left(process, port)
     finally:
         stop(process)
 
@@ -77,27 +55,47 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: Stack, tmp_path):
+def start_run_sh(stack: Stack, tmp_path: Path, *, name: str, redis_db: int, workers: int) -> tuple[Process, Api, int]:
+    """scripts/run.sh on a free port, with a Redis database of its own (its own totals), once it serves."""
     port = free_port()
     env = stack.env(
-        REDIS_URL=stack.redis_url.rsplit("/", 1)[0] + "/9",
+        REDIS_URL=stack.redis_url.rsplit("/", 1)[0] + f"/{redis_db}",
         BIND=f"127.0.0.1:{port}",
         WEB_CONCURRENCY="2",
-        RQ_WORKERS="2",
+        RQ_WORKERS=str(workers),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
-    process = spawn("run-sh-worker-dies", ["bash", "scripts/run.sh"], env=env, log_dir=stack.log_dir)
+    process = spawn(name, ["bash", "scripts/run.sh"], env=env, log_dir=stack.log_dir)
     api = Api(f"http://127.0.0.1:{port}")
+
+    def healthy() -> bool:
+        try:
+            return api.get("/healthz").status_code == 200
+        except requests.ConnectionError:
+            return False
+
     try:
-
-        def healthy() -> bool:
-            try:
-                return api.get("/healthz").status_code == 200
-            except requests.ConnectionError:
-                return False
-
         wait_until(healthy, timeout=90, message=lambda: f"run.sh did not serve:\n{process.output()}")
+    except BaseException:
+        stop(process)
+        raise
+    return process, api, port
 
+
+def assert_nothing_left(process: Process, port: int) -> None:
+    """Every process of run.sh's session is gone and nothing listens on its web port."""
+    deadline = time.monotonic() + 10
+    while session_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {pid: _cmdline(pid) for pid in session_members(process.pid)}
+    assert left == {}, f"run.sh left processes running: {left}"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the web port"
+
+
+def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: Stack, tmp_path):
+    process, _, port = start_run_sh(stack, tmp_path, name="run-sh-worker-dies", redis_db=9, workers=2)
+    try:
         # The worker that runs the RQ scheduler: its scheduler is a forked process that would outlive it.
         def worker_with_scheduler() -> int | None:
             members = session_members(process.pid)
@@ -112,12 +110,6 @@ def test_run_sh_stops_everything_and_exits_non_zero_when_a_worker_dies(stack: St
 
         assert process.popen.wait(timeout=60) != 0, process.output()
         assert "a process exited (status 137); stopping the others" in process.output()
-        deadline = time.monotonic() + 10
-        while session_members(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = {pid: _cmdline(pid) for pid in session_members(process.pid)}
-        assert left == {}, f"run.sh left processes running: {left}"
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the web port"
+        assert_nothing_left(process, port)
     finally:
         stop(process)
