@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument(
         "--io-worker-args",
         default=os.environ.get("BENCH_IO_WORKER_ARGS", "auto"),
-        help="rqworker arguments for scenario 5; 'auto' uses a detected concurrent mode, else --worker-args; "
+        help="rqworker arguments for scenario 5; 'auto' runs the worker's thread mode (WORKER_CONCURRENCY=16); "
         "'none' forces the default worker (env BENCH_IO_WORKER_ARGS)",
     )
     parser.add_argument("--drain-cap", type=float, help="seconds each drain phase of scenario 1 may run")
