@@ -30,21 +30,28 @@ def stubborn_type():
     REGISTRY.pop("stubborn")
 
 
-def test_cancel_interrupts_a_running_job_that_never_checks(submit, stubborn_type):
-    job = submit({"type": "stubborn", "payload": {"seconds": 10}})
-    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+def cancel_once_started(job_id: str) -> threading.Thread:
+    """A started thread that cancels the job as soon as a worker has started it (within 5 s)."""
 
-    def cancel_once_started():
+    def cancel() -> None:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            row = Job.objects.get(job_id=job["job_id"])
+            row = Job.objects.get(job_id=job_id)
             if row.status == JobStatus.STARTED:
                 services.job_cancel(job=row, actor="test")
                 return
             time.sleep(0.05)
 
-    canceller = threading.Thread(target=cancel_once_started)
+    canceller = threading.Thread(target=cancel)
     canceller.start()
+    return canceller
+
+
+def test_cancel_interrupts_a_running_job_that_never_checks(submit, stubborn_type):
+    job = submit({"type": "stubborn", "payload": {"seconds": 10}})
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+
+    canceller = cancel_once_started(job["job_id"])
     started = time.monotonic()
     worker.work(burst=True, logging_level="WARNING")
     canceller.join()
@@ -58,17 +65,7 @@ def test_a_job_cancelled_while_it_runs_is_logged_as_cancelled_not_failed_nor_com
     caplog.set_level(logging.INFO)
     job = submit({"type": "stubborn", "payload": {"seconds": 10}})
 
-    def cancel_once_started():
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            row = Job.objects.get(job_id=job["job_id"])
-            if row.status == JobStatus.STARTED:
-                services.job_cancel(job=row, actor="test")
-                return
-            time.sleep(0.05)
-
-    canceller = threading.Thread(target=cancel_once_started)
-    canceller.start()
+    canceller = cancel_once_started(job["job_id"])
     Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="INFO")
     canceller.join()
 
