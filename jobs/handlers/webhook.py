@@ -5,7 +5,7 @@ import json
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import certifi
 import urllib3
@@ -63,6 +63,11 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def host_and_port(parts: SplitResult) -> tuple[str, int]:
+    """The ASCII (IDNA) host and the port, explicit or the scheme's; UnicodeError or ValueError when invalid."""
+    return (parts.hostname or "").encode("idna").decode("ascii"), parts.port or (443 if parts.scheme == "https" else 80)
+
+
 @dataclass(frozen=True)
 class Target:
     """Where one webhook request goes: the URL's parts and the one address that was checked."""
@@ -86,8 +91,7 @@ def check_target(url: str) -> Target:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise WebhookTargetRefused(f"Only http and https URLs with a host are allowed: {url!r}")
     try:
-        host = parts.hostname.encode("idna").decode("ascii")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host, port = host_and_port(parts)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, ValueError) as error:
         raise WebhookTargetRefused(f"Cannot resolve {parts.hostname!r}: {error}") from None
@@ -190,8 +194,7 @@ def origin(url: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of a URL, None when it has no valid one (check_target then refuses it)."""
     parts = urlsplit(url)
     try:
-        host = (parts.hostname or "").encode("idna").decode("ascii")
-        return parts.scheme, host, parts.port or (443 if parts.scheme == "https" else 80)
+        return (parts.scheme, *host_and_port(parts))
     except (UnicodeError, ValueError):
         return None
 
