@@ -8,7 +8,7 @@ import json
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 import requests
@@ -143,13 +143,21 @@ def test_cancel_over_http_stops_a_running_task(stack: Stack, api: Api, workers: 
 
 
 def test_run_after_holds_the_task_until_then(stack: Stack, api: Api, workers: Workers):
-    run_after = datetime.now(UTC) + timedelta(seconds=4)
-
-    job_id = enqueue(stack, api, f"clock.using(run_after=datetime.fromisoformat({run_after.isoformat()!r})).enqueue()")
-    assert api.job(job_id)["status"] == "scheduled"
+    # run_after is taken in the enqueuing process, so that a slow start of that process cannot eat the delay.
+    code = (
+        "from datetime import UTC, datetime, timedelta; from tests.taskapp import tasks\n"
+        "run_after = datetime.now(UTC) + timedelta(seconds=8)\n"
+        "print(tasks.clock.using(run_after=run_after).enqueue().id, run_after.isoformat())"
+    )
+    job_id, stamp = shell(stack, code).split()
+    api.submitted.append(job_id)
+    run_after = datetime.fromisoformat(stamp)
+    scheduled = api.job(job_id)
+    assert scheduled["status"] == "scheduled" and parse_time(scheduled["run_at"]) == run_after, scheduled
+    assert result_of(stack, "clock", job_id)["status"] == "READY"
     workers.start(scheduler=True)
 
-    done = api.wait_for_status(job_id, "succeeded", timeout=30)
+    done = api.wait_for_status(job_id, "succeeded", timeout=40)
     assert parse_time(done["started_at"]) >= run_after.replace(microsecond=0)
     assert datetime.fromisoformat(result_of(stack, "clock", job_id)["value"]) >= run_after.replace(microsecond=0)
 
