@@ -19,7 +19,7 @@ from jobs.handlers import get_job_type
 from jobs.handlers.django_task import exception_class_path
 from jobs.handlers.task_api import PACKAGE, InvalidTask, TaskResultDoesNotExist, TaskResultStatus
 from jobs.models import Job, JobEvent, JobStatus
-from tests.factories import make_job
+from tests.factories import make_job, make_user
 from tests.taskapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -349,3 +349,21 @@ def test_the_default_backend_is_sentinelflow():
 
     assert isinstance(task_backends["default"], SentinelflowBackend)
     assert os.environ.get("TESTING") == "1"
+
+
+def test_the_admin_shows_a_task_job_with_its_timeline_and_cancels_and_retries_it(client, run_worker):
+    result = tasks.add.enqueue(2, 3)
+    pk = job_of(result).pk
+    client.force_login(make_user("ops", superuser=True))
+
+    client.post("/admin/jobs/job/", {"action": "cancel_selected", "_selected_action": [pk]})
+    assert tasks.add.get_result(result.id).status == TaskResultStatus.FAILED
+    client.post("/admin/jobs/job/", {"action": "retry_selected", "_selected_action": [pk]})
+    run_worker()
+
+    assert tasks.add.get_result(result.id).return_value == 5
+    page = client.get(f"/admin/jobs/job/{pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "tests.taskapp.tasks.add" in text
+    assert all(actor in text for actor in ("tasks:default", "admin:ops", "worker:")), text

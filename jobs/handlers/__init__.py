@@ -11,6 +11,11 @@ Built-in types live in this package. More are found at start, without editing th
   admin finds `admin.py` (django.utils.module_loading.autodiscover_modules);
 - the modules named in the SENTINELFLOW_HANDLER_MODULES environment variable (comma-separated
   dotted paths, for code that is not a Django app).
+
+A Django task (`@task`, Django's Tasks API) is a job type without registration: its jobs' type is its
+dotted path, and get_job_type makes a type for such a path that runs the task when, and only when, what
+the path names is a Task (jobs.handlers.django_task). The HTTP API uses registered_job_type: it never
+takes, nor resolves, a task's path.
 """
 
 from __future__ import annotations
