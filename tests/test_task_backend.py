@@ -10,17 +10,21 @@ import asyncio
 import datetime as dt
 import os
 import re
+import types
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from jobs import redis_store, services
+from jobs.backends import SentinelflowBackend
 from jobs.handlers import get_job_type
 from jobs.handlers.django_task import exception_class_path
 from jobs.handlers.task_api import PACKAGE, InvalidTask, TaskResultDoesNotExist, TaskResultStatus
 from jobs.models import Job, JobEvent, JobStatus
 from tests.factories import make_job, make_user
 from tests.taskapp import tasks
+from tests.taskapp.tasks import task as task_decorator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,6 +171,34 @@ def test_priority_moves_default_queue_tasks_and_queue_name_picks_the_queue(task,
     assert job_of(chosen.enqueue("x") if task is not tasks.add else chosen.enqueue(1, 2)).queue == queue
 
 
+def _long_named():
+    return None
+
+
+def test_a_task_whose_path_is_longer_than_a_job_type_is_refused_when_declared():
+    function = types.FunctionType(_long_named.__code__, globals(), "_long_named")
+    function.__module__ = "tests." + "deeply_nested." * 5 + "tasks"
+    function.__qualname__ = "_long_named"
+
+    with pytest.raises(InvalidTask, match="longer than 64 characters"):
+        task_decorator(function)
+
+
+@pytest.mark.parametrize(
+    ("options", "valid"),
+    [({}, True), ({"MAX_RETRIES": 0, "TIMEOUT": 5}, True), ({"MAX_RETRIES": "3"}, False), ({"TIMEOUT": 0}, False)],
+)
+def test_the_backends_options_are_checked(options, valid):
+    backend = SentinelflowBackend("checked", {"OPTIONS": options})
+
+    assert [message.id for message in backend.check()] == ([] if valid else ["jobs.E101"])
+
+
+def test_backend_queues_outside_the_settings_queues_are_a_configuration_error():
+    with pytest.raises(ImproperlyConfigured, match="urgent"):
+        SentinelflowBackend("narrow", {"QUEUES": ["default", "urgent"]})
+
+
 def test_an_unknown_queue_is_refused_when_the_task_names_it():
     with pytest.raises(InvalidTask, match="Queue 'urgent' is not valid"):
         tasks.add.using(queue_name="urgent")
@@ -269,6 +301,8 @@ def test_post_jobs_naming_a_callable_is_refused_and_nothing_is_stored(api, job_t
 
     assert response.status_code == 400
     assert "type" in response.json()
+    batch = api.post("/jobs/batch", {"jobs": [{"type": "echo"}, {"type": job_type}]}, format="json")
+    assert batch.status_code == 400 and "type" in batch.json()["jobs"]["1"]
     assert not Job.objects.exists()
 
 
@@ -344,7 +378,6 @@ def test_the_exception_class_is_read_from_the_stored_traceback(text, path):
 
 
 def test_the_default_backend_is_sentinelflow():
-    from jobs.backends import SentinelflowBackend
     from jobs.handlers.task_api import task_backends
 
     assert isinstance(task_backends["default"], SentinelflowBackend)
