@@ -114,10 +114,9 @@ class SentinelflowBackend(BaseTaskBackend):
         except JobNotFound:
             raise TaskResultDoesNotExist(result_id) from None
         try:
-            task = resolve_task(job.type)
-        except services.PermanentJobError as error:
+            return task_result_for(job, task=resolve_task(job.type), backend=self.alias)
+        except services.PermanentJobError as error:  # not a task's job, or not one this process can import
             raise TaskResultDoesNotExist(f"{result_id}: {error}") from None
-        return task_result_for(job, task=task, backend=self.alias)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         messages: list[checks.CheckMessage] = list(super().check(**kwargs))
