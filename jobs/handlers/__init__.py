@@ -90,7 +90,7 @@ def get_job_type(name: str) -> JobType | None:
         return registered
     return JobType(
         name=name,
-        run=lambda payload, context: run_task(name, payload, context.job_id),
+        run=lambda payload, context: run_task(name, payload, context.job_id, context.attempt),
         payload_serializer=TaskPayload,
     )
 

@@ -106,15 +106,17 @@ def json_value(value: Any, *, what: str) -> Any:
     return normalized
 
 
-def run_task(path: str, payload: dict[str, Any], job_id: str) -> Any:
+def run_task(path: str, payload: dict[str, Any], job_id: str, attempt: int) -> Any:
     """Run one attempt of the task job `job_id`: call the task with its stored arguments (and its context
     when it takes one) and return its result as JSON. A result that is not JSON fails the job
     (PermanentJobError: running it again would give the same result)."""
     task = resolve_task(path)
     args, kwargs = task_arguments(payload)
     if task.takes_context:
-        job = Job.objects.get(job_id=job_id)
-        value = task.call(TaskContext(task_result=task_result_for(job, task=task)), *args, **kwargs)
+        # The worker may record a run's start only once the run has lasted a while: the attempt is the
+        # worker's (from the JobContext), the rest is the row's.
+        running = task_result_for(Job.objects.get(job_id=job_id), task=task, running_attempt=attempt)
+        value = task.call(TaskContext(task_result=running), *args, **kwargs)
     else:
         value = task.call(*args, **kwargs)
     try:
@@ -123,39 +125,45 @@ def run_task(path: str, payload: dict[str, Any], job_id: str) -> Any:
         raise PermanentJobError(str(error)) from None
 
 
-def task_result_for(job: Job, *, task: Task[Any, Any], backend: str | None = None) -> TaskResult[Any]:
-    """The TaskResult of the task job `job`, as its row says now."""
+def task_result_for(
+    job: Job, *, task: Task[Any, Any], backend: str | None = None, running_attempt: int | None = None
+) -> TaskResult[Any]:
+    """The TaskResult of the task job `job`, as its row says now; with `running_attempt`, as the task sees
+    itself while that attempt runs (RUNNING, `attempts` = that attempt)."""
     args, kwargs = task_arguments(job.payload)
+    running = running_attempt is not None
     result: TaskResult[Any] = TaskResult(
         task=task,
         id=str(job.job_id),
-        status=STATUS_TO_TASK[JobStatus(job.status)],
+        status=TaskResultStatus.RUNNING if running else STATUS_TO_TASK[JobStatus(job.status)],
         enqueued_at=job.enqueued_at,
         started_at=job.started_at,
-        finished_at=job.finished_at if job.is_terminal else None,
+        finished_at=job.finished_at if job.is_terminal and not running else None,
         last_attempted_at=job.started_at,
         args=args,
         kwargs=kwargs,
         backend=backend or task.backend,
         errors=task_errors(job),
-        worker_ids=worker_ids(job),
+        worker_ids=worker_ids(job, attempts=running_attempt),
     )
     if job.status == JobStatus.SUCCEEDED:
         object.__setattr__(result, "_return_value", job.result)  # a frozen dataclass, as the API's backends do
     return result
 
 
-def worker_ids(job: Job) -> list[str]:
-    """The workers of the job's attempts, oldest first (one per attempt: TaskContext.attempt counts them)."""
+def worker_ids(job: Job, *, attempts: int | None = None) -> list[str]:
+    """The workers of the job's attempts (or of its first `attempts`), oldest first: one per attempt,
+    as TaskContext.attempt and TaskResult.attempts count them."""
+    attempts = job.attempts if attempts is None else attempts
     names = [
         actor.removeprefix("worker:")
         for actor in JobEvent.objects.filter(job=job, to_status=JobStatus.STARTED)
         .order_by("at", "id")
         .values_list("actor", flat=True)
     ]
-    names = names[-job.attempts :] if job.attempts else []
-    # A start whose timeline row is missing still counts as an attempt.
-    return ["worker"] * (job.attempts - len(names)) + names
+    names = names[:attempts]
+    # A start whose timeline row is missing (or not written yet) still counts as an attempt.
+    return names + ["worker"] * (attempts - len(names))
 
 
 def task_errors(job: Job) -> list[TaskError]:
