@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq.queue import Queue
 from rq.utils import utcformat
 
@@ -50,6 +51,8 @@ RUN_JOB = services.RUN_JOB
 TARGET_BATCH_SECONDS = 0.05
 # Redis LMPOP/BLMPOP (7.0) take several jobs from the first non-empty queue in one command.
 LMPOP_SINCE = (7, 0, 0)
+# In the pipeline that takes a batch, each job's HGET of its RQ data, then its lease's HSET and EXPIRE.
+LEASE_COMMANDS_PER_JOB = 3
 
 
 @dataclass
@@ -87,12 +90,17 @@ class Batch:
         by_queue: dict[str, list[Taken]] = {}
         for taken, _job in returned:
             by_queue.setdefault(taken.queue.key, []).append(taken)
-        with redis_store.connection().pipeline(transaction=False) as pipe:
-            for key, items in by_queue.items():
-                pipe.lpush(key, *[taken.job_id for taken in reversed(items)])
-                for taken in items:
-                    taken.lease.release(via=_into(pipe))
-            pipe.execute()
+        try:
+            with redis_store.connection().pipeline(transaction=False) as pipe:
+                for key, items in by_queue.items():
+                    pipe.lpush(key, *[taken.job_id for taken in reversed(items)])
+                    for taken in items:
+                        taken.lease.release(via=_into(pipe))
+                pipe.execute()
+        except RedisError as error:
+            # Their leases expire and the sentinel puts them back (their rows still say `queued`).
+            logger.warning("worker %s could not give back %d job(s): %s", self.worker.name, len(returned), error)
+            return
         logger.info("worker %s gave back %d job(s) to their queues: %s", self.worker.name, len(returned), reason)
 
     def add_outcome(self, taken: Taken, outcome: RunOutcome) -> None:
@@ -123,7 +131,8 @@ def take(worker: Worker, count: int, block_seconds: float | None) -> list[Taken]
         for item in taken:
             pipe.hget(queue.job_class.key_for(item.job_id), "data")
             item.lease.take(via=_into(pipe))
-        answers = pipe.execute()
+        worker.set_state("busy", pipeline=pipe)
+        answers = pipe.execute()[: LEASE_COMMANDS_PER_JOB * len(taken)]
     for item, data in zip(taken, _data_fields(answers, len(taken)), strict=True):
         item.rq_job_exists = data is not None
         item.foreign = data is not None and not _is_run_job(worker, data, item.job_id)
@@ -140,9 +149,7 @@ def _into(pipe: Pipeline) -> Callable[[redis_store.PipelineStep], None]:
 
 
 def _data_fields(answers: list[Any], count: int) -> list[bytes | None]:
-    # Each job's HGET is followed by its lease's two commands (HSET, EXPIRE).
-    stride = len(answers) // count
-    return [answers[index * stride] for index in range(count)]
+    return [answers[index * LEASE_COMMANDS_PER_JOB] for index in range(count)]
 
 
 def _pop(worker: Worker, keys: list[str], count: int, block_seconds: float | None) -> tuple[str, list[bytes]] | None:

@@ -241,8 +241,9 @@ class Worker(SimpleWorker):
                 self._run_one(batch, *next_run)
                 run_seconds += time.monotonic() - began
                 ran += 1
-            batch.give_back("the worker is stopping")
         finally:
+            # A stop request, or an error: the jobs not started go back to the head of their queues.
+            batch.give_back("the worker is stopping")
             batch.flush()
         self._adapt_batch_size(run_seconds, ran)
         for item in taken:
@@ -260,7 +261,8 @@ class Worker(SimpleWorker):
         error: BaseException | None = None
         self._running_job_id = taken.job_id
         try:
-            with self.death_penalty_class(job.timeout or Queue.DEFAULT_TIMEOUT, JobTimeoutException, job_id=job.job_id):
+            timeout = job.timeout or Queue.DEFAULT_TIMEOUT
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=taken.job_id):
                 result = call_handler(job)
         except Exception as failure:  # noqa: BLE001 - any handler failure is a failed attempt, timeouts included
             error = failure
