@@ -1,4 +1,4 @@
-"""RQ entry points: they take a job id and call services, nothing more."""
+"""RQ's entry point (it takes a job id and calls services) and the call of a job's handler."""
 
 from __future__ import annotations
 
@@ -42,12 +42,8 @@ def _run(job_id: str, lease: redis_store.JobLease) -> Any:
     job = services.job_start(job_id=job_id, actor=actor, lease=lease)
     if job is None:
         return None
-    job_type = get_job_type(job.type)
     try:
-        if job_type is None:
-            raise services.PermanentJobError(f"unknown job type {job.type!r}: no handler is registered")
-        context = JobContext(job_id=job_id, attempt=job.attempts, is_cancelled=lambda: _is_cancelled(job_id))
-        result = job_type.run(job.payload, context)
+        result = call_handler(job)
     except Exception as error:  # noqa: BLE001 - any handler failure is a failed attempt, including RQ's timeout
         delay = services.job_fail_attempt(job=job, error=error, actor=actor, lease=lease)
         if delay is None and _is_cancelled(job_id):
@@ -63,6 +59,16 @@ def _run(job_id: str, lease: redis_store.JobLease) -> Any:
         logger.info("job %s attempt %s finished after it was cancelled; its result is dropped", job_id, job.attempts)
         return CANCELLED_RUN
     return None
+
+
+def call_handler(job: Job) -> Any:
+    """Call the handler of the job's type with its payload and context (one run; the caller records it)."""
+    job_type = get_job_type(job.type)
+    if job_type is None:
+        raise services.PermanentJobError(f"unknown job type {job.type!r}: no handler is registered")
+    job_id = str(job.job_id)
+    context = JobContext(job_id=job_id, attempt=job.attempts, is_cancelled=lambda: _is_cancelled(job_id))
+    return job_type.run(job.payload, context)
 
 
 def _is_cancelled(job_id: str) -> bool:

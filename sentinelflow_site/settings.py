@@ -320,6 +320,8 @@ CACHES = {
 RQ_QUEUES = {name: {"USE_REDIS_CACHE": "default"} for name in SENTINELFLOW_QUEUES}
 # Jobs run in the worker process (no fork per job); WORKER_CONCURRENCY > 1 runs that many in threads.
 SENTINELFLOW_WORKER_CONCURRENCY = int(env_number("WORKER_CONCURRENCY", 1, minimum=1))
+# Most jobs a worker takes per round trip (fewer when jobs are slow); 1 takes them one at a time.
+SENTINELFLOW_WORKER_BATCH_SIZE = int(env_number("WORKER_BATCH_SIZE", 50, minimum=1))
 RQ = {
     "COMMIT_MODE": "auto",
     "WORKER_CLASS": "jobs.worker.ConcurrentWorker" if SENTINELFLOW_WORKER_CONCURRENCY > 1 else "jobs.worker.Worker",

@@ -96,15 +96,15 @@ def test_a_run_that_finishes_after_its_cancel_drops_its_result_and_says_so(submi
     assert (row.status, row.result) == (JobStatus.CANCELLED, None)
 
 
-def test_a_failing_job_still_logs_its_failed_attempt_and_rq_completion(submit, caplog):
+def test_a_failing_job_logs_its_failed_attempt_and_the_workers_line(submit, caplog):
     caplog.set_level(logging.INFO)
     job = submit({"type": "fail", "max_retries": 0})
 
     Worker(redis_store.queues(), connection=redis_store.connection()).work(burst=True, logging_level="INFO")
 
     job_lines = [record.getMessage() for record in caplog.records if job["job_id"] in record.getMessage()]
-    assert any("attempt 1 failed" in line for line in job_lines), job_lines
-    assert any("Successfully completed" in line for line in job_lines), job_lines
+    assert any("attempt 1 failed" in line and "DrillFailure" in line for line in job_lines), job_lines
+    assert any(f"default: job {job['job_id']} failed in" in line for line in job_lines), job_lines
 
 
 def test_concurrent_worker_runs_io_bound_jobs_side_by_side(submit, settings):
@@ -147,17 +147,13 @@ def test_worker_waits_out_a_redis_outage_instead_of_exiting(monkeypatch):
             raise redis.ConnectionError("down")
 
     monkeypatch.setattr(worker, "_ping", ping)
-    monkeypatch.setattr("jobs.worker.REDIS_RETRY_SECONDS", 0.01)
-    original_work = Worker.__mro__[1].work
+    monkeypatch.setattr("jobs.worker.workers.REDIS_RETRY_SECONDS", 0.01)
 
-    def fake_rq_loop(self, *args, **kwargs):
+    def fake_batch_loop(self, *args, **kwargs):
         runs.append(outage["pings_left_down"])
         self._stop_requested = True
         return True
 
-    monkeypatch.setattr(Worker.__mro__[1], "work", fake_rq_loop)
-    try:
-        assert worker.work(burst=False) is True
-    finally:
-        monkeypatch.setattr(Worker.__mro__[1], "work", original_work)
-    assert runs == [0]  # RQ's loop ran once, only after Redis answered again
+    monkeypatch.setattr(Worker, "_work_batches", fake_batch_loop)
+    assert worker.work(burst=False) is True
+    assert runs == [0]  # the work loop ran once, only after Redis answered again

@@ -5,6 +5,7 @@ lifecycle rule lives here once:
 
 - transitions: the lifecycle table, the compare-and-set that applies it, the clock;
 - lifecycle: start, succeed, fail an attempt, retry, cancel, the backoff (and the three retry paths);
+- runs: the same rules for runs taken in batches by the worker (one write per run, outcomes together);
 - submission: new jobs, one or a batch, with Idempotency-Keys;
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
@@ -15,6 +16,7 @@ lifecycle rule lives here once:
 
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .enqueue import RUN_JOB
 from .lifecycle import (
     attempts_spent,
     format_error,
@@ -26,6 +28,7 @@ from .lifecycle import (
     retry_backoff,
 )
 from .repairs import RESTORABLE_STATUSES, job_enqueue, job_recover, job_restore
+from .runs import START_RECORD_AFTER, cancelled_among, run_begin, run_outcome, run_record_start, runs_claim, runs_finish
 from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
 
@@ -33,11 +36,14 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "RESTORABLE_STATUSES",
     "RUNNABLE_STATUSES",
+    "RUN_JOB",
+    "START_RECORD_AFTER",
     "PermanentJobError",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
+    "cancelled_among",
     "format_error",
     "hash_api_key_secret",
     "job_cancel",
@@ -53,4 +59,9 @@ __all__ = [
     "now",
     "request_fingerprint",
     "retry_backoff",
+    "run_begin",
+    "run_outcome",
+    "run_record_start",
+    "runs_claim",
+    "runs_finish",
 ]

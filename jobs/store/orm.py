@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from ..models import Job, JobEvent, JobStatus
+from .records import RunOutcome
 
 
 class OrmStore:
@@ -73,3 +74,25 @@ class OrmStore:
             else:
                 Job.objects.bulk_create(jobs)
             JobEvent.objects.bulk_create(JobEvent(job=job, at=at, to_status=job.status, actor=actor) for job in jobs)
+
+    def finish_runs(self, outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
+        """Record the outcomes of runs, all in one transaction (one commit for the lot); returns the pks of
+        the jobs that moved. See RunOutcome for the compare-and-set of each."""
+        moved = set()
+        with transaction.atomic():
+            for outcome in outcomes:
+                job = outcome.job
+                if outcome.start_recorded:
+                    match = Job.objects.filter(pk=job.pk, status=JobStatus.STARTED, attempts=outcome.attempt)
+                else:
+                    match = Job.objects.filter(pk=job.pk, status__in=outcome.runnable, attempts=outcome.attempt - 1)
+                changes = {"attempts": outcome.attempt, "started_at": outcome.started_at}
+                changes |= {"finished_at": outcome.finished_at, **outcome.changes}
+                if not match.update(status=outcome.target, updated_at=stamp, **changes):
+                    continue
+                moved.add(job.pk)
+                JobEvent.objects.bulk_create(
+                    JobEvent(job_id=job.pk, at=at, from_status=source, to_status=target, actor=outcome.actor)
+                    for at, source, target in outcome.events(job.status)
+                )
+        return moved

@@ -21,6 +21,7 @@ from django.db.models import Field
 from django.utils import timezone
 
 from ..models import Job, JobEvent, JobStatus
+from .records import RunOutcome
 
 JOB = Job._meta.db_table
 EVENT = JobEvent._meta.db_table
@@ -66,6 +67,9 @@ class PostgresStore:
 
     def insert(self, jobs: list[Job], *, at: datetime, actor: str) -> None:
         insert_jobs(jobs, at=at, actor=actor)
+
+    def finish_runs(self, outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
+        return finish_runs(outcomes, stamp=stamp)
 
 
 def _execute(
@@ -245,4 +249,83 @@ def _job_insert_statement(*, many: bool) -> str:
             SELECT id, %s, '', status, %s FROM new_jobs ORDER BY id
         )
         SELECT job_id, id FROM new_jobs
+    """
+
+
+# --------------------------------------------------------------------------- outcomes of runs
+
+# The columns an outcome may change besides the ones every outcome sets: a success sets the result,
+# a failed attempt the error (and run_at when it is retried).
+OUTCOME_CHANGES = ("result", "error", "run_at")
+
+
+def finish_runs(outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
+    """Record many outcomes in one statement (a group commit): each row moves, with its timeline rows,
+    only if its compare-and-set holds (see RunOutcome). Returns the pks of the rows that moved.
+
+    The outcomes go in as one JSON array that PostgreSQL unpacks, as a batch submit does.
+    """
+    db = transaction.get_connection()
+    encoder = Job._meta.get_field("result").encoder
+    rows = []
+    for outcome in outcomes:
+        row: dict[str, Any] = {
+            "id": outcome.job.pk,
+            "recorded": outcome.start_recorded,
+            "attempt": outcome.attempt,
+            "started_at": outcome.started_at.isoformat(),
+            "finished_at": outcome.finished_at.isoformat(),
+            "target": outcome.target,
+            "actor": outcome.actor,
+        }
+        for name in OUTCOME_CHANGES:
+            value = outcome.changes.get(name)
+            row[f"set_{name}"] = name in outcome.changes
+            row[name] = value.isoformat() if isinstance(value, datetime) else value
+        rows.append(row)
+    runnable = list(outcomes[0].runnable) if outcomes else []
+    with transaction.atomic() if db.in_atomic_block else nullcontext():
+        with db.cursor() as cursor:
+            cursor.execute(_finish_statement(), [json.dumps(rows, cls=encoder), runnable, stamp])
+            return {pk for (pk,) in cursor.fetchall()}
+
+
+@cache
+def _finish_statement() -> str:
+    """The statement of finish_runs; its parameters: the outcomes as JSON, the runnable statuses, updated_at."""
+    started = JobStatus.STARTED
+    return f"""
+        WITH input AS (
+            SELECT * FROM json_to_recordset(%s::json) AS i(
+                id bigint, recorded boolean, attempt integer, started_at timestamptz, finished_at timestamptz,
+                target text, actor text, set_result boolean, result jsonb, set_error boolean, error text,
+                set_run_at boolean, run_at timestamptz
+            )
+        ), previous AS (
+            SELECT job.id, job.status FROM {JOB} AS job JOIN input AS i ON job.id = i.id
+            WHERE (i.recorded AND job.status = '{started}' AND job.attempts = i.attempt)
+               OR (NOT i.recorded AND job.status = ANY(%s) AND job.attempts = i.attempt - 1)
+            ORDER BY job.id
+            FOR UPDATE OF job
+        ), moved AS (
+            UPDATE {JOB} AS job SET
+                status = i.target, updated_at = %s, attempts = i.attempt,
+                started_at = i.started_at, finished_at = i.finished_at,
+                result = CASE WHEN i.set_result THEN i.result ELSE job.result END,
+                error = CASE WHEN i.set_error THEN i.error ELSE job.error END,
+                run_at = CASE WHEN i.set_run_at THEN i.run_at ELSE job.run_at END
+            FROM previous JOIN input AS i ON i.id = previous.id
+            WHERE job.id = previous.id
+            RETURNING job.id, previous.status AS previous_status,
+                i.recorded, i.started_at, i.finished_at, i.target, i.actor
+        ), logged AS (
+            INSERT INTO {EVENT} (job_id, at, from_status, to_status, actor)
+            SELECT id, at, from_status, to_status, actor FROM (
+                SELECT id, started_at AS at, previous_status AS from_status, '{started}' AS to_status, actor, 0 AS step
+                FROM moved WHERE NOT recorded
+                UNION ALL
+                SELECT id, finished_at, '{started}', target, actor, 1 FROM moved
+            ) AS steps ORDER BY id, step
+        )
+        SELECT id FROM moved
     """

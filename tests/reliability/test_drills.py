@@ -39,7 +39,9 @@ def enqueued_total(api) -> float:
 def test_sigkill_of_a_worker_mid_job(drill: Drill) -> None:
     api = drill.web()
     sentinel = drill.sentinel(interval=1)
-    accepted = accepted_ids(drill.submit_many(api, [{"type": "sleep", "payload": {"seconds": 0.05}}] * 200))
+    # Three long jobs first (a run shows `started` once it has lasted a second), then short ones.
+    bodies = [{"type": "sleep", "payload": {"seconds": 2.5 if n < 3 else 0.05}} for n in range(200)]
+    accepted = accepted_ids(drill.submit_many(api, bodies))
     doomed = drill.worker()
     survivor = drill.worker()
 
@@ -69,6 +71,36 @@ def test_sigkill_of_a_worker_mid_job(drill: Drill) -> None:
     assert recovered_after < RECOVERY_DEADLINE
     assert api.metrics().value("jobs_retried_total", type="sleep", reason="recovered") == 1
     assert survivor.alive() and sentinel.alive()
+
+
+def test_sigkill_of_a_worker_holding_a_batch(drill: Drill) -> None:
+    """Short runs write their row once, at the end: a worker killed mid-batch leaves rows that say `queued`,
+    taken off the queue, with leases that expire. The sentinel puts them back; every job succeeds."""
+    api = drill.web()
+    sentinel = drill.sentinel(interval=1)
+    accepted = accepted_ids(drill.submit_many(api, [{"type": "sleep", "payload": {"seconds": 0.01}}] * 400))
+    doomed = drill.worker()
+    client = drill.redis.client()
+
+    def holding_a_batch() -> bool:
+        doomed.popen.send_signal(signal.SIGSTOP)
+        held = len(client.keys("sentinelflow:lease:*"))
+        done = sum(1 for status, _ in drill.jobs().values() if status == "succeeded")
+        if held > 1 and done >= 20:
+            return True
+        doomed.popen.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+        return False
+
+    wait_until(holding_a_batch, timeout=30, message=lambda: "the doomed worker never held a batch")
+    held = len(client.keys("sentinelflow:lease:*"))
+    drill.kill(doomed)
+    drill.note(f"killed holding {held} leased job(s)")
+    drill.worker()
+    outcomes = drill.wait_until_done(accepted, timeout=60)
+
+    drill.report("sigkill-worker-batch", accepted, outcomes)
+    assert sentinel.alive()
 
 
 @pytest.mark.parametrize("loss", ["flushall", "redis-restart"])

@@ -1,6 +1,10 @@
 """The RQ worker classes that `manage.py rqworker` runs (RQ["WORKER_CLASS"] in settings).
 
-`Worker` runs each job in the worker process itself instead of forking a work horse per job:
+`Worker` takes jobs in batches (jobs.worker.batches): up to WORKER_BATCH_SIZE per round trip,
+fewer when jobs are slow, with one durable write for the batch's outcomes. An RQ job on its
+queues that is not a sentinelflow job is run by RQ's own code, one at a time.
+
+It runs each job in the worker process itself instead of forking a work horse per job:
 forking a Django process for every job costs far more than a short job does (see
 docs/performance.md), and the database, not the horse's isolation, is what keeps a job's record safe.
 What the fork gave, this class keeps:
@@ -30,13 +34,20 @@ from urllib.parse import urlsplit
 import redis
 from django.conf import settings
 from django.db import close_old_connections
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
-from rq.timeouts import TimerDeathPenalty
-from rq.worker import SimpleWorker
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty
+from rq.utils import utcformat
+from rq.worker import SimpleWorker, WorkerStatus
 
-from .tasks import CANCELLED_RUN
+from .. import services
+from ..models import Job
+from ..services.runs import Run
+from ..tasks import CANCELLED_RUN, call_handler
+from . import batches
+from .batches import Batch, Taken
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +103,13 @@ class Worker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self._running_job_id: str | None = None
         self._stop_job_id: str | None = None
+        self.batch_size = 1  # grows with short jobs, up to WORKER_BATCH_SIZE (see _adapt_batch_size)
+        self.redis_version: tuple[int, ...] = (0,)
+        self._seconds_per_job: float | None = None
+
+    def get_current_job_id(self) -> str | None:
+        # RQ's stop-job command asks this; a batch's run is not one of RQ's executions.
+        return self._running_job_id or super().get_current_job_id()
 
     def execute_job(self, job: RQJob, queue: Queue):
         close_old_connections()
@@ -149,13 +167,141 @@ class Worker(SimpleWorker):
         while True:
             try:
                 self._ping()
-                worked = super().work(burst, *args, **kwargs)
+                worked = self._work_batches(burst, *args, **kwargs)
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 worked = False
                 self.log.warning("Worker %s: Redis unavailable (%s); retrying", self.name, error)
             if burst or self._stop_requested or self._redis_is_up():
                 return worked
             self._wait_for_redis()
+
+    # ----------------------------------------------------------------- the loop, a batch a turn
+
+    def _work_batches(
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        **_ignored: Any,
+    ) -> bool:
+        """RQ's work loop (BaseWorker.work), taking a batch of jobs each turn instead of one."""
+        self.bootstrap(logging_level, date_format, log_format)
+        self.redis_version = tuple(self.get_redis_server_version())
+        if with_scheduler:
+            self._start_scheduler(burst, logging_level, date_format, log_format)
+        self._install_signal_handlers()
+        completed = 0
+        try:
+            while True:
+                try:
+                    self.check_for_suspension(burst)
+                    if self.should_run_maintenance_tasks:
+                        self.run_maintenance_tasks()
+                    if self._stop_requested:
+                        self.log.info("Worker %s: stopping on request", self.name)
+                        break
+                    taken = self._take(None if burst else (max_idle_time or self.dequeue_timeout))
+                    if not taken:
+                        if burst or max_idle_time is not None:
+                            self.log.info("Worker %s: done, quitting", self.name)
+                            break
+                        continue
+                    completed += self._run_batch(taken)
+                    if max_jobs is not None and completed >= max_jobs:
+                        self.log.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
+                        break
+                except StopRequested:
+                    break
+        finally:
+            self.teardown()
+        return bool(completed)
+
+    def _take(self, block_seconds: float | None) -> list[Taken]:
+        taken = batches.take(self, self.batch_size, block_seconds)
+        if taken:
+            self._state = WorkerStatus.BUSY  # a stop request now waits for the batch (RQ's warm shutdown)
+        return taken
+
+    def _run_batch(self, taken: list[Taken]) -> int:
+        """Run the jobs taken; returns how many ran."""
+        close_old_connections()
+        batch = Batch(worker=self, taken=taken)
+        ours = [item for item in taken if not item.foreign]
+        rows = batches.durably(self, lambda: services.runs_claim([item.job_id for item in ours]))
+        batch.waiting = [(item, rows[item.job_id]) for item in ours if item.job_id in rows]
+        batch.skipped = [item for item in ours if item.job_id not in rows]
+        ran, run_seconds = 0, 0.0
+        try:
+            while not self._stop_requested and (next_run := batch.next_run()) is not None:
+                began = time.monotonic()
+                self._run_one(batch, *next_run)
+                run_seconds += time.monotonic() - began
+                ran += 1
+        finally:
+            # A stop request, or an error: the jobs not started go back to the head of their queues.
+            batch.give_back("the worker is stopping")
+            batch.flush()
+        self._adapt_batch_size(run_seconds, ran)
+        for item in taken:
+            if item.foreign:
+                item.lease.release()
+                self._run_rq_job(item)
+                ran += 1
+        self._state = WorkerStatus.IDLE
+        return ran
+
+    def _run_one(self, batch: Batch, taken: Taken, job: Job) -> None:
+        run = services.run_begin(job, actor=f"worker:{self.name}")
+        batches.recorder.watch(run, lambda run: self._on_long_run(batch, taken, run))
+        result: Any = None
+        error: BaseException | None = None
+        self._running_job_id = taken.job_id
+        try:
+            timeout = job.timeout or Queue.DEFAULT_TIMEOUT
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=taken.job_id):
+                result = call_handler(job)
+        except Exception as failure:  # noqa: BLE001 - any handler failure is a failed attempt, timeouts included
+            error = failure
+        finally:
+            self._running_job_id = None
+            self._stop_job_id = None
+            batches.recorder.forget(run)
+        batch.add_outcome(taken, services.run_outcome(run, result=result, error=error))
+
+    def _on_long_run(self, batch: Batch, taken: Taken, run: Run) -> None:
+        """A run is still going after a second (from the recorder thread): free the rest of its batch for
+        other workers, write the outcomes that waited, tell RQ which worker runs the job (so that a cancel
+        can stop it here), then record its start."""
+        batch.give_back(f"job {taken.job_id} runs long")
+        batch.flush()
+        if taken.rq_job_exists:
+            key = taken.queue.job_class.key_for(taken.job_id)
+            started = {"status": "started", "worker_name": self.name, "started_at": utcformat(run.started_at)}
+            self.connection.hset(key, mapping=started)  # type: ignore[arg-type]  # redis-py's mapping type is narrow
+        services.run_record_start(run)
+
+    def _adapt_batch_size(self, seconds: float, ran: int) -> None:
+        """Take as many jobs as fill about TARGET_BATCH_SECONDS, judged by the recent jobs' run time (the
+        handlers' own: the batch's overhead shrinks per job as the batch grows)."""
+        if not ran:
+            return
+        per_job, recent = seconds / ran, self._seconds_per_job
+        self._seconds_per_job = per_job if recent is None else 0.7 * recent + 0.3 * per_job
+        fits = int(batches.TARGET_BATCH_SECONDS / max(self._seconds_per_job, 1e-6))
+        self.batch_size = max(1, min(settings.SENTINELFLOW_WORKER_BATCH_SIZE, fits, self.batch_size * 2))
+
+    def _run_rq_job(self, taken: Taken) -> None:
+        """An RQ job that is not a sentinelflow job, run by RQ's own code as RQ's SimpleWorker would."""
+        try:
+            job = RQJob.fetch(taken.job_id, connection=self.connection, serializer=self.serializer)
+        except Exception:  # noqa: BLE001 - gone meanwhile, or undecodable: RQ would skip it too
+            self.log.warning("Worker %s: RQ job %s could not be read; skipped", self.name, taken.job_id)
+            return
+        self.execute_job(job, taken.queue)
 
     def _ping(self) -> None:
         self.connection.ping()
@@ -192,27 +338,14 @@ class _ThreadWorker(Worker):
     # How often an idle extra worker looks up from the queue to see whether it was asked to stop.
     STOP_CHECK_SECONDS = 2
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
-        # RQ waits on the queue until a job comes (rechecking nothing else); only the main thread gets
-        # signals, so wait in short slices and give up when the ConcurrentWorker relays a stop.
+    def _take(self, block_seconds: float | None) -> list[Taken]:
+        # Only the main thread gets signals: wait on the queues in short slices, so that a stop request
+        # relayed by the ConcurrentWorker is seen within STOP_CHECK_SECONDS.
         while not self._stop_requested:
-            self._dequeueing = True
-            try:
-                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=self.STOP_CHECK_SECONDS)
-            except StopRequested:
-                return None
-            finally:
-                self._dequeueing = False
-            if result is not None or timeout is None:  # a job, or a burst worker with empty queues
-                return result
-        return None
-
-    def heartbeat(self, *args, **kwargs):
-        # RQ's dequeue loop retries a lost Redis forever and calls this before each try: the one place
-        # where a thread retrying Redis can see a relayed stop request.
-        if getattr(self, "_dequeueing", False) and self._stop_requested:
-            raise StopRequested()
-        return super().heartbeat(*args, **kwargs)
+            taken = super()._take(None if block_seconds is None else min(block_seconds, self.STOP_CHECK_SECONDS))
+            if taken or block_seconds is None:
+                return taken
+        return []
 
     def _install_signal_handlers(self):
         pass  # only the main thread may handle signals; the ConcurrentWorker relays stop requests
