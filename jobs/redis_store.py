@@ -160,6 +160,14 @@ class JobLease:
         self.held = False
         self._send(lambda pipe: pipe.hdel(self.key, self.token), via, f"not released (expires in {self.keeper.ttl} s)")
 
+    def let_expire(self) -> None:
+        """Stop refreshing the lease without deleting it: it expires within LEASE_TTL. For a run whose outcome
+        is durable, where a lingering lease misleads no one (the sentinel only looks at unfinished jobs'
+        leases) and the batch worker saves a command per job."""
+        if self.held:
+            self.keeper.drop(self.token)
+            self.held = False
+
     def _send(self, step: PipelineStep, via: Callable[[PipelineStep], None] | None, failure: str) -> None:
         if via is not None:
             via(step)
