@@ -48,10 +48,17 @@ REDIS_START_BACKOFF_MAX = 30.0
 
 
 def redis_url_for_logs() -> str:
-    """REDIS_URL without its password, to name it in a log line."""
-    url = urlsplit(settings.REDIS_URL)
+    """REDIS_URL without its password, to name it in a log line (and the sentinels asked, when there are)."""
+    if settings.REDIS_SENTINELS:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.REDIS_SENTINELS)
+        return f"{_masked(settings.REDIS_URL)} (primary of {settings.REDIS_SENTINEL_MASTER} via {sentinels})"
+    return _masked(settings.REDIS_URL)
+
+
+def _masked(redis_url: str) -> str:
+    url = urlsplit(redis_url)
     if url.password is None:
-        return settings.REDIS_URL
+        return redis_url
     return url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@")).geturl()
 
 
@@ -150,11 +157,19 @@ class Worker(SimpleWorker):
             try:
                 self._ping()
                 worked = super().work(burst, *args, **kwargs)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                # ReadOnlyError: a primary demoted by a failover (through the sentinels it is a ConnectionError).
                 worked = False
                 self.log.warning("Worker %s: Redis unavailable (%s); retrying", self.name, error)
-            if burst or self._stop_requested or self._redis_is_up():
+            if burst or self._stop_requested or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
                 return worked
+            if self._redis_is_up():
+                # RQ's loop quits on any error in it (a READONLY or refused connection mid-failover among them)
+                # even when Redis answers again a moment later: carry on, under a fresh name as below.
+                self.name = uuid.uuid4().hex
+                self.log.warning("Worker %s: RQ's loop ended without a stop request; resuming", self.name)
+                time.sleep(REDIS_RETRY_SECONDS)
+                continue
             self._wait_for_redis()
 
     def _ping(self) -> None:
