@@ -30,9 +30,11 @@ from urllib.parse import urlsplit
 import redis
 from django.conf import settings
 from django.db import close_old_connections
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
+from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
@@ -80,6 +82,25 @@ def wait_for_redis_at_start(connection: redis.Redis) -> None:
         delay = min(delay * 2, REDIS_START_BACKOFF_MAX)
 
 
+class FailoverProofScheduler(RQScheduler):
+    """RQ's scheduler process, which carries on through a lost Redis or a failover instead of exiting.
+
+    RQ's own exits on its first Redis error, and its worker starts a new one only at its next maintenance
+    (every 10 minutes): scheduled jobs and retries would wait that long after a failover.
+    """
+
+    def work(self) -> None:
+        while True:
+            try:
+                super().work()
+                return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                self.log.warning("Scheduler: Redis unavailable (%s); retrying in %.0f s", error, REDIS_RETRY_SECONDS)
+                if self._stop_requested:
+                    return
+                time.sleep(REDIS_RETRY_SECONDS)
+
+
 class JobStopped(Exception):
     """Raised inside a running job that was cancelled; the job's row is already `cancelled`."""
 
@@ -109,6 +130,29 @@ class Worker(SimpleWorker):
             self._running_job_id = None
             self._stopped_job_id = None  # RQ only clears it on a failure that reaches RQ; ours never do
             close_old_connections()
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        if burst:
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+            return
+        # RQ's method, with the scheduler above (RQ names its class inside the method).
+        self.scheduler = FailoverProofScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.start()
 
     def _install_signal_handlers(self):
         super()._install_signal_handlers()

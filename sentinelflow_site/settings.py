@@ -164,8 +164,7 @@ if REDIS_SENTINELS and not REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("REDIS_URL must be a redis:// or rediss:// URL when REDIS_SENTINELS is set")
 
 
-
-def parse_database_url(url: str) -> dict:
+def parse_database_url(url: str) -> dj_database_url.DBConfig:
     """dj-database-url's reading of DATABASE_URL, plus libpq's multi-host form it refuses.
 
     postgres://user:pass@db1:5432,db2:5432/name?target_session_attrs=read-write names several hosts: libpq
@@ -352,12 +351,13 @@ if TESTING:
         ) from None
 
     _redis_options = {"connection_class": fakeredis.FakeRedisConnection}
+_redis_cache_options: dict = {"CONNECTION_POOL_KWARGS": _redis_options}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "sentinelflow",
-        "OPTIONS": {"CONNECTION_POOL_KWARGS": _redis_options},
+        "OPTIONS": _redis_cache_options,
     }
 }
 if REDIS_SENTINELS and not TESTING:
@@ -367,7 +367,10 @@ if REDIS_SENTINELS and not TESTING:
     from sentinelflow_site.redis_sentinel import cache_sentinel_options, sentinel_location
 
     CACHES["default"]["LOCATION"] = sentinel_location(REDIS_URL, REDIS_SENTINEL_MASTER)
-    CACHES["default"]["OPTIONS"].update(cache_sentinel_options(REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD))
+    CACHES["default"]["OPTIONS"] = {
+        **_redis_cache_options,
+        **cache_sentinel_options(REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD),
+    }
 RQ_QUEUES = {name: {"USE_REDIS_CACHE": "default"} for name in SENTINELFLOW_QUEUES}
 # Jobs run in the worker process (no fork per job); WORKER_CONCURRENCY > 1 runs that many in threads.
 SENTINELFLOW_WORKER_CONCURRENCY = int(env_number("WORKER_CONCURRENCY", 1, minimum=1))

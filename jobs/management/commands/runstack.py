@@ -16,7 +16,6 @@ from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
 from jobs import redis_store
-
 from sentinelflow_site.processes import (
     child_environment,
     free_port,

@@ -1,0 +1,76 @@
+"""A Redis failover ends neither the worker nor its scheduler: they carry on once a primary answers.
+
+RQ's work loop quits on any error inside it (a READONLY from a demoted primary, a refused connection) and
+RQ's scheduler process exits on its first Redis error; both are restarted in place instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from rq.scheduler import RQScheduler
+
+from jobs import redis_store
+from jobs.worker import FailoverProofScheduler, Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_worker_resumes_when_rqs_loop_quits_on_an_error_while_redis_answers(monkeypatch):
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+    monkeypatch.setattr("jobs.worker.REDIS_RETRY_SECONDS", 0.01)
+    names = []
+
+    def rq_loop(self, *args, **kwargs):
+        names.append(self.name)
+        if len(names) == 1:
+            return False  # RQ logged "found an unhandled exception, quitting" (say, READONLY mid-failover)
+        if len(names) == 2:
+            raise redis.ReadOnlyError("You can't write against a read only replica.")
+        self._stop_requested = True
+        return True
+
+    monkeypatch.setattr(Worker.__mro__[1], "work", rq_loop)
+
+    assert worker.work(burst=False) is True
+    assert len(names) == 3
+    assert len(set(names)) == 3  # each restart registers under a fresh name
+
+
+def test_a_worker_asked_for_a_bounded_run_still_returns_when_rqs_loop_ends(monkeypatch):
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+    runs = []
+    monkeypatch.setattr(Worker.__mro__[1], "work", lambda self, *a, **k: runs.append(1) or False)
+
+    assert worker.work(burst=False, max_jobs=5) is False
+    assert runs == [1]
+
+
+def test_the_scheduler_process_carries_on_through_redis_errors(monkeypatch):
+    scheduler = FailoverProofScheduler(["default"], connection=redis_store.connection())
+    monkeypatch.setattr("jobs.worker.REDIS_RETRY_SECONDS", 0.01)
+    attempts = []
+
+    def rq_scheduler_loop(self):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise redis.ConnectionError("No master found for 'mymaster'")
+        if len(attempts) == 2:
+            raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(RQScheduler, "work", rq_scheduler_loop)
+
+    scheduler.work()
+
+    assert len(attempts) == 3
+
+
+def test_the_worker_starts_the_failover_proof_scheduler(monkeypatch):
+    worker = Worker(redis_store.queues(), connection=redis_store.connection())
+    started = []
+    monkeypatch.setattr(FailoverProofScheduler, "start", lambda self: started.append(type(self)))
+
+    worker._start_scheduler(False, "INFO")
+
+    assert started == [FailoverProofScheduler]
+    worker.scheduler.release_locks()
