@@ -17,7 +17,7 @@ SERVICE = "mymaster"
 # Short, so a drill's failover takes seconds: a primary silent for 1 s is subjectively down; the quorum
 # agrees it is objectively down, and one sentinel promotes the best replica.
 DOWN_AFTER_MS = 1000
-FAILOVER_TIMEOUT_MS = 6000
+FAILOVER_TIMEOUT_MS = 3000
 
 
 def server_command(host: str, port: int, data_dir: Path, *, replica_of: tuple[str, int] | None = None) -> list[str]:
