@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sentinelflow_site.processes import redis_server_binary
 
@@ -49,11 +51,16 @@ def sentinel_command(host: str, port: int, primary: tuple[str, int], config_dir:
     return [redis_server_binary(), str(config), "--sentinel"]
 
 
+def quick_client(host: str, port: int) -> redis.Redis:
+    """One try, one second: a stopped or cut-off node must not hold a poll up for long."""
+    return redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def primary_of(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
     """The primary the first answering sentinel names (None if none answers)."""
     for host, port in sentinels:
         try:
-            client = redis.Redis(host=host, port=port, socket_timeout=1, socket_connect_timeout=1)
+            client = quick_client(host, port)
             try:
                 address = client.sentinel_get_master_addr_by_name(SERVICE)
             finally:
@@ -77,7 +84,7 @@ def agreed_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
         return None
     (address,) = named
     try:
-        client = redis.Redis(host=address[0], port=address[1], socket_timeout=1, socket_connect_timeout=1)
+        client = quick_client(*address)
         try:
             role = client.role()[0]
         finally:
