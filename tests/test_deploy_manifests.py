@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SYSTEMD = ROOT / "deploy" / "systemd"
 KUBERNETES_VERSION = "1.37.0"
+SCHEMAS = KUBERNETES / "schemas"
 CUSTOM_SCHEMAS = {
-    ("keda.sh/v1alpha1", "ScaledObject"): KUBERNETES / "schemas" / "keda.sh_v1alpha1_scaledobject.json",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): KUBERNETES / "schemas" / "monitoring.coreos.com_v1_servicemonitor.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda.sh_v1alpha1_scaledobject.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "monitoring.coreos.com_v1_servicemonitor.json",
 }
 INSTALL_PREFIX = "/opt/sentinelflow/"
 
@@ -98,9 +99,7 @@ def test_keda_scales_the_workers_on_the_exported_queue_depth(anon):
     (scaled,) = by_kind("ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "sentinelflow-worker"
     (trigger,) = scaled["spec"]["triggers"]
-    exported = {
-        family.name for family in text_string_to_metric_families(anon.get("/metrics").content.decode())
-    }
+    exported = {family.name for family in text_string_to_metric_families(anon.get("/metrics").content.decode())}
     assert "jobs_queue_depth" in exported
     assert re.search(r"\bjobs_queue_depth\b", trigger["metadata"]["query"])
 
@@ -161,9 +160,10 @@ def test_the_systemd_units_run_what_scripts_run_sh_runs():
         "sentinelflow-sentinel.service",
         "sentinelflow-migrate.service",
     }
-    assert "gunicorn -c sentinelflow_site/gunicorn.conf.py sentinelflow_site.wsgi:application" in units[
-        "sentinelflow-web.service"
-    ]
+    assert (
+        "gunicorn -c sentinelflow_site/gunicorn.conf.py sentinelflow_site.wsgi:application"
+        in units["sentinelflow-web.service"]
+    )
     assert "manage.py rqworker high default low --with-scheduler" in units["sentinelflow-worker@.service"]
     assert "manage.py sentinel" in units["sentinelflow-sentinel.service"]
     assert "manage.py migrate --noinput" in units["sentinelflow-migrate.service"]
