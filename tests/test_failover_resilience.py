@@ -75,3 +75,41 @@ def test_the_worker_starts_the_failover_proof_scheduler(monkeypatch):
     worker._start_scheduler(False, "INFO")
 
     assert started == [FailoverProofScheduler]
+
+
+def test_runstack_with_sentinels_asks_them_and_never_starts_an_embedded_redis(settings, monkeypatch):
+    from django.core.management.base import CommandError
+
+    from jobs.management.commands import runstack
+
+    settings.REDIS_SENTINELS = [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+    settings.REDIS_SENTINEL_MASTER = "jobs"
+    command = runstack.Command()
+    monkeypatch.setattr(command, "_start_embedded_redis", lambda *a, **k: pytest.fail("started an embedded Redis"))
+    monkeypatch.setattr(runstack, "sentinel_primary_answers", lambda: False)
+
+    with pytest.raises(CommandError, match="no primary of 'jobs' answers through REDIS_SENTINELS"):
+        command._redis({})
+
+    monkeypatch.setattr(runstack, "sentinel_primary_answers", lambda: True)
+    assert command._redis({}) == settings.REDIS_URL
+    assert runstack.redis_description("redis://:pw@x/0") == (
+        "primary of 'jobs' via the sentinels 10.0.0.1:26379, 10.0.0.2:26379"
+    )
+
+
+def test_the_probe_client_asks_the_sentinels_with_the_urls_database_and_password():
+    from redis.sentinel import MasterNotFoundError
+
+    from sentinelflow_site.redis_sentinel import primary_client
+
+    client = primary_client("redis://app:p%40ss@ignored:6379/3", [("127.0.0.1", 1)], "jobs", "s-pass", timeout=0.2)
+
+    pool = client.connection_pool
+    assert pool.service_name == "jobs"
+    assert (pool.connection_kwargs["db"], pool.connection_kwargs["password"]) == (3, "p@ss")
+    assert pool.connection_kwargs["username"] == "app"
+    sentinel = pool.sentinel_manager.sentinels[0]
+    assert sentinel.connection_pool.connection_kwargs["password"] == "s-pass"
+    with pytest.raises(MasterNotFoundError):  # nothing answers on port 1: no sentinel, no primary
+        client.ping()
