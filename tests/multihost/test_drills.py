@@ -9,7 +9,6 @@ The drills run in order on one deployment, each leaving it whole (three Redis ho
 from __future__ import annotations
 
 import itertools
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -213,26 +212,28 @@ def test_drill_2_split_brain(cluster: Cluster, report_drill):
     old = cluster.redis_host(primary[0])
     others = [host for host in cluster.redis_hosts if host is not old]
     near, far = cluster.apps  # near keeps reaching the old primary; far is cut off from it
-    # Many client threads: requests to the far host hang on its lost Redis connections during the split.
-    load = Load(cluster, total=900, rate=50, threads=24).start()
+    # Jobs of 0.1 s, so that the near host's worker does not drain at once what the old primary takes.
+    body = {"type": "sleep", "payload": {"seconds": 0.1}}
+    # Many client threads: requests to a host whose Redis connections were cut hang until they time out.
+    load = Load(cluster, total=600, rate=40, body=body, threads=24).start()
     wait_for(lambda: load.submitted() >= 100, timeout=60, what="100 submits before the split")
 
-    # The old primary loses the sentinels (the other hosts', and its own host's, stopped) and the far app host.
+    # Two sides: {the old primary's host with its sentinel, the near app host} and {the two other Redis
+    # hosts, the far app host}. The sentinels of the majority side promote a replica; the near host asks the
+    # only sentinel it reaches, the old primary's, which cannot fail over without a quorum, and keeps
+    # writing to the old primary.
     split_at = time.monotonic()
-    own_sentinel = cluster.sentinel_processes[old.name]
-    own_sentinel.send_signal(signal.SIGSTOP)
-    for host in [*others, far.host]:
-        old.cut_off_from(host)
+    cuts = [(old, host) for host in [*others, far.host]] + [(near.host, host) for host in others]
+    for one, other in cuts:
+        one.cut_off_from(other)
     try:
-        # Asked of the sentinels that can act (the stopped one would only slow the polling down).
-        answering = [(host.address, SENTINEL_PORT) for host in others]
-        _new_primary, failover_seconds = wait_for_new_primary(answering, primary, timeout=60)
-        time.sleep(SPLIT_HOLD)  # the near app host keeps writing to the old primary meanwhile
+        majority = [(host.address, SENTINEL_PORT) for host in others]
+        _new_primary, failover_seconds = wait_for_new_primary(majority, primary, timeout=60)
+        time.sleep(SPLIT_HOLD)
         assert role(primary) == "master", "the old primary should still take writes on its side of the split"
     finally:
-        for host in [*others, far.host]:
-            old.reconnect_to(host)
-        own_sentinel.send_signal(signal.SIGCONT)
+        for one, other in cuts:
+            one.reconnect_to(other)
     healed_at = time.monotonic()
     window = [a for a in load.answers if split_at <= a.at <= healed_at and a.job_id]
     # Rejoining, the old primary becomes a replica of the new one and drops what it took during the split.
