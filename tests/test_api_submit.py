@@ -245,3 +245,24 @@ def test_submit_with_database_down_is_503_and_enqueues_nothing(api, path):
     assert response.status_code == 503
     assert "detail" in response.json()
     assert queued_ids() == []
+
+
+def test_a_submit_makes_one_redis_round_trip(api, monkeypatch):
+    """With the default settings (no per-key throttle) a submit's RQ enqueue and its counters share one
+    pipeline: one round trip to Redis (after the process's first enqueue, which asks the server's version)."""
+    import redis
+
+    assert api.post("/jobs", {"type": "echo"}, format="json").status_code == 201
+    sends: list[object] = []
+    send = redis.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sends.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.Connection, "send_packed_command", counting)
+    response = api.post("/jobs", {"type": "echo", "payload": {"n": 2}}, format="json")
+
+    assert response.status_code == 201
+    assert len(sends) == 1
+    assert queued_ids()[-1] == response.json()["job_id"]
