@@ -77,11 +77,18 @@ class MetricsBatch:
             totals[(name, labels)] += amount
         for (name, labels), amount in totals.items():
             pipe.hincrby(KEY_PREFIX + name, _field(labels), amount)
+        # A batch of runs observes many values of few types: one increment per bucket and one sum per type.
+        buckets: Counter[tuple[str, str]] = Counter()
+        sums: dict[tuple[str, str], float] = {}
         for name, job_type, seconds in self.observations:
             key = KEY_PREFIX + name
             bucket = next(index for index, bound in enumerate(BUCKETS) if seconds <= bound)
-            pipe.hincrby(key, f"{job_type}{HISTOGRAM_SEPARATOR}{bucket}", 1)
-            pipe.hincrbyfloat(key, f"{job_type}{HISTOGRAM_SEPARATOR}sum", seconds)
+            buckets[(key, f"{job_type}{HISTOGRAM_SEPARATOR}{bucket}")] += 1
+            sums[(key, job_type)] = sums.get((key, job_type), 0.0) + seconds
+        for (key, field), count in buckets.items():
+            pipe.hincrby(key, field, count)
+        for (key, job_type), total in sums.items():
+            pipe.hincrbyfloat(key, f"{job_type}{HISTOGRAM_SEPARATOR}sum", total)
         for step in self.steps:
             step(pipe)
 

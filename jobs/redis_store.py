@@ -2,7 +2,10 @@
 
 django-rq is configured (RQ_QUEUES with USE_REDIS_CACHE) to share the
 django-redis cache's connection pool, so the queues, the cache and the
-metrics all follow REDIS_URL (or fakeredis when TESTING=1).
+metrics all follow REDIS_URL (or fakeredis when TESTING=1). With
+REDIS_SENTINELS set, that pool is a Sentinel pool (settings.py,
+sentinelflow_site/redis_sentinel.py): every user of `connection()` follows the
+current primary through a failover without a restart.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from redis.retry import Retry
 from rq import Queue
+
+from sentinelflow_site.redis_sentinel import primary_client
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +59,21 @@ def probe_connection() -> Redis:
     if settings.TESTING:
         return connection()
     if _probe_client is None:
-        _probe_client = Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=PROBE_TIMEOUT,
-            socket_connect_timeout=PROBE_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
+        if settings.REDIS_SENTINELS:
+            _probe_client = primary_client(
+                settings.REDIS_URL,
+                settings.REDIS_SENTINELS,
+                settings.REDIS_SENTINEL_MASTER,
+                settings.REDIS_SENTINEL_PASSWORD,
+                timeout=PROBE_TIMEOUT,
+            )
+        else:
+            _probe_client = Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=PROBE_TIMEOUT,
+                socket_connect_timeout=PROBE_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
     return _probe_client
 
 
@@ -159,6 +173,14 @@ class JobLease:
         self.keeper.drop(self.token)
         self.held = False
         self._send(lambda pipe: pipe.hdel(self.key, self.token), via, f"not released (expires in {self.keeper.ttl} s)")
+
+    def let_expire(self) -> None:
+        """Stop refreshing the lease without deleting it: it expires within LEASE_TTL. For a run whose outcome
+        is durable, where a lingering lease misleads no one (the sentinel only looks at unfinished jobs'
+        leases) and the batch worker saves a command per job."""
+        if self.held:
+            self.keeper.drop(self.token)
+            self.held = False
 
     def _send(self, step: PipelineStep, via: Callable[[PipelineStep], None] | None, failure: str) -> None:
         if via is not None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Production-style stack on this machine: migrate, collect static files, then gunicorn (WEB_CONCURRENCY
 # workers, prometheus_client multiprocess mode so /metrics sums them), RQ_WORKERS workers with the
-# scheduler, and the sentinel. Needs SECRET_KEY, API_KEY and REDIS_URL (see README: Production).
+# scheduler, and the sentinel. Needs SECRET_KEY, API_KEY and REDIS_URL (and REDIS_SENTINELS on Redis Sentinel; the
+# processes find the primary themselves; see README: Production and docs/operations.md).
 # SIGTERM or Ctrl-C stops everything; if one process exits, the others are stopped too and run.sh exits
 # non-zero. Each process runs in a process group of its own, so what it forked (gunicorn's workers, the RQ
 # scheduler) is stopped with it: nothing is left running or listening.

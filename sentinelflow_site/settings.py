@@ -141,8 +141,56 @@ except ValueError as error:
 if REDIS_URL.startswith(("redis://", "rediss://")) and not re.fullmatch(r"/?\d*", urlsplit(REDIS_URL).path):
     raise ImproperlyConfigured(f"REDIS_URL must end in a database number such as /0, got {REDIS_URL!r}")
 
+
+def env_sentinels(name: str) -> list[tuple[str, int]]:
+    """Comma-separated host:port pairs ([v6]:port for IPv6 addresses) of Redis sentinels."""
+    sentinels = []
+    for item in env_list(name, ""):
+        match = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})", item)
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ImproperlyConfigured(f"{name} must be comma-separated host:port pairs, got {item!r}")
+        sentinels.append((match["v6"] or match["host"], int(match["port"])))
+    return sentinels
+
+
+# Redis Sentinel: when REDIS_SENTINELS is set, every Redis client asks these sentinels for the current primary
+# of REDIS_SENTINEL_MASTER (and asks again after a failover); REDIS_URL then only gives the database number and
+# the data nodes' password, its host and port are not used.
+REDIS_SENTINELS = env_sentinels("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+if not re.fullmatch(r"[A-Za-z0-9._-]+", REDIS_SENTINEL_MASTER):
+    raise ImproperlyConfigured(f"REDIS_SENTINEL_MASTER must be a Sentinel service name, got {REDIS_SENTINEL_MASTER!r}")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
+if REDIS_SENTINELS and not REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured("REDIS_URL must be a redis:// or rediss:// URL when REDIS_SENTINELS is set")
+
+
+def parse_database_url(url: str) -> dj_database_url.DBConfig:
+    """dj-database-url's reading of DATABASE_URL, plus libpq's multi-host form it refuses.
+
+    postgres://user:pass@db1:5432,db2:5432/name?target_session_attrs=read-write names several hosts: libpq
+    tries them in turn and, with target_session_attrs=read-write, connects only to the one that accepts
+    writes, so that clients follow a promoted primary. HOST and PORT become libpq's comma-separated lists.
+    """
+    scheme, separator, rest = url.partition("://")
+    credentials, at, hosts_and_path = rest.rpartition("@")
+    hosts, slash, path = hosts_and_path.partition("/")
+    if not separator or "," not in hosts:
+        return dj_database_url.parse(url)
+    names, ports = [], []
+    for item in hosts.split(","):
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(?::(\d{1,5}))?", item)
+        if not match:
+            raise ValueError(f"{item!r} is not a host or host:port in the host list")
+        names.append(match[1].strip("[]"))
+        ports.append(match[2] or "5432")
+    parsed = dj_database_url.parse(f"{scheme}://{credentials}{at}{names[0]}{slash}{path}")
+    parsed["HOST"], parsed["PORT"] = ",".join(names), ",".join(ports)
+    return parsed
+
+
 try:
-    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
+    DATABASES = {"default": parse_database_url(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
 except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {error}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -309,14 +357,26 @@ if TESTING:
         ) from None
 
     _redis_options = {"connection_class": fakeredis.FakeRedisConnection}
+_redis_cache_options: dict = {"CONNECTION_POOL_KWARGS": _redis_options}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "sentinelflow",
-        "OPTIONS": {"CONNECTION_POOL_KWARGS": _redis_options},
+        "OPTIONS": _redis_cache_options,
     }
 }
+if REDIS_SENTINELS and not TESTING:
+    # django-redis's Sentinel factory: one pool whose connections ask the sentinels for the primary, and ask
+    # again when it refuses them or answers READONLY (a demoted primary). The queues, the metrics, the leases and
+    # the locks share this pool (RQ_QUEUES below), so they all follow a failover.
+    from sentinelflow_site.redis_sentinel import cache_sentinel_options, sentinel_location
+
+    CACHES["default"]["LOCATION"] = sentinel_location(REDIS_URL, REDIS_SENTINEL_MASTER)
+    CACHES["default"]["OPTIONS"] = {
+        **_redis_cache_options,
+        **cache_sentinel_options(REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD),
+    }
 RQ_QUEUES = {name: {"USE_REDIS_CACHE": "default"} for name in SENTINELFLOW_QUEUES}
 # Jobs run in the worker process (no fork per job); WORKER_CONCURRENCY > 1 runs that many in threads.
 SENTINELFLOW_WORKER_CONCURRENCY = int(env_number("WORKER_CONCURRENCY", 1, minimum=1))
@@ -338,6 +398,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "jobs.api.negotiation.JsonFirstNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "sentinelflow_site.exception_handler.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.ApiKeyRateThrottle", "jobs.api.throttling.AnonymousRateThrottle"],

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from jobs import redis_store
@@ -245,3 +246,44 @@ def test_submit_with_database_down_is_503_and_enqueues_nothing(api, path):
     assert response.status_code == 503
     assert "detail" in response.json()
     assert queued_ids() == []
+
+
+def test_a_submit_makes_one_redis_round_trip(api, monkeypatch):
+    """With the default settings (no per-key throttle) a submit's RQ enqueue and its counters share one
+    pipeline: one round trip to Redis (after the process's first enqueue, which asks the server's version)."""
+    import redis
+
+    assert api.post("/jobs", {"type": "echo"}, format="json").status_code == 201
+    sends: list[object] = []
+    send = redis.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sends.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.Connection, "send_packed_command", counting)
+    response = api.post("/jobs", {"type": "echo", "payload": {"n": 2}}, format="json")
+
+    assert response.status_code == 201
+    assert len(sends) == 1
+    assert queued_ids()[-1] == response.json()["job_id"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's insert runs as a prepared statement")
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/batch"])
+def test_submit_whose_database_connection_died_is_503_and_enqueues_nothing(api, path):
+    """The prepared insert (not through Django's cursor) still turns a lost database into a 503."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+
+    body = {"type": "echo"} if path == "/jobs" else {"jobs": [{"type": "echo"}] * 2}
+    response = api.post(path, body, format="json")
+
+    assert response.status_code == 503
+    assert queued_ids() == []
+    # What Django does at the end of every request (the test client leaves it out) drops the dead connection.
+    connection.close_if_unusable_or_obsolete()
+    assert api.post(path, body, format="json").status_code == 201

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGN = ROOT / "docs" / "design.md"
-ENV_READERS = {"env_str", "env_bool", "env_number", "env_rate", "env_optional_rate", "env_list"}
+ENV_READERS = {"env_str", "env_bool", "env_number", "env_rate", "env_optional_rate", "env_list", "env_sentinels"}
 # Written in pieces so that this file does not match itself.
 OUTSIDE_REFERENCES = ["../" + "shared", "shared" + " folder", "DESIGN" + ".md"]
 SKIPPED_DIRS = {".git", ".venv", ".venv-ci", "node_modules", "__pycache__", "test-output", "staticfiles", "var"}

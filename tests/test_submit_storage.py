@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.db import connection, transaction
+from rq.utils import utcparse
 
 from jobs import redis_store, services, store
 from jobs.models import Job, JobEvent, JobStatus
-from jobs.services import submission, transitions
+from jobs.services import enqueue, submission, transitions
 from jobs.store.orm import OrmStore
 from jobs.tasks import run_job
 
@@ -146,18 +147,28 @@ def test_inside_a_transaction_the_jobs_are_enqueued_at_its_commit_and_a_refused_
     assert queue.job_ids == [str(first.job_id), str(second.job_id)]
 
 
-def test_a_batch_writes_to_redis_what_rq_writes_job_by_job():
-    """The batch enqueue writes, for every job after the first of each queue, the hash RQ would write."""
+@pytest.mark.parametrize("enqueued_before_on", [(), ("default",), ("high", "default", "low")])
+def test_submits_write_to_redis_what_rq_writes_job_by_job(enqueued_before_on):
+    """Batches and single submits write, for every job, the hash and queue entries RQ would write: whether
+    this process has enqueued on the job's queue before (RQ's hash of that job is then the template) or not."""
+    client = redis_store.connection()
+    enqueue._templates.clear()
+    for queue in enqueued_before_on:
+        submit_one(type="echo", payload={}, queue=queue)
+    assert len(enqueue._templates) == len(enqueued_before_on)
+    client.flushall()
     jobs, _ = submit_batch()
     more, _ = services.job_submit_batch(
         items=[{"type": "echo", "payload": {"n": n}, "timeout": 10 + n} for n in range(4)], submitted_by=ACTOR
     )
-    client = redis_store.connection()
-    ours = {str(job.job_id): client.hgetall(f"rq:job:{job.job_id}") for job in [*jobs, *more]}
+    singles = [submit_one(**item)[0] for item in ITEMS]
+    submitted = [*jobs, *more, *singles]
+    ours = {str(job.job_id): client.hgetall(f"rq:job:{job.job_id}") for job in submitted}
     queues = {name: redis_store.queue(name).job_ids for name in ("high", "default", "low")}
+    listed = client.smembers("rq:queues")
     client.flushall()
 
-    for job in [*jobs, *more]:  # as RQ alone enqueues each one
+    for job in submitted:  # as RQ alone enqueues each one
         queue = redis_store.queue(job.queue)
         rq_job = queue.create_job(
             run_job,
@@ -171,10 +182,10 @@ def test_a_batch_writes_to_redis_what_rq_writes_job_by_job():
         queue.enqueue_job(rq_job)
 
     assert {name: redis_store.queue(name).job_ids for name in queues} == queues
-    assert client.smembers("rq:queues") == {b"rq:queue:default", b"rq:queue:high", b"rq:queue:low"}
+    assert client.smembers("rq:queues") == listed == {b"rq:queue:default", b"rq:queue:high", b"rq:queue:low"}
     for rq_id, written in ours.items():
         by_rq = client.hgetall(f"rq:job:{rq_id}")
-        # Jobs enqueued together share the first one's times; RQ stamps each with its own.
+        # Jobs enqueued together share one time; RQ stamps each with its own. Both in RQ's format.
         for field in (b"created_at", b"enqueued_at"):
-            assert written.pop(field) and by_rq.pop(field)
+            assert utcparse(written.pop(field).decode()) and utcparse(by_rq.pop(field).decode())
         assert written == by_rq, rq_id

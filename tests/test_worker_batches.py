@@ -42,6 +42,15 @@ def slow_type():
     REGISTRY.pop("slow")
 
 
+def assert_leases_lapse() -> None:
+    """Every lease taken is no longer refreshed and expires within LEASE_TTL (the rows are durable)."""
+    client = redis_store.connection()
+    keys = client.keys(f"{redis_store.LEASE_PREFIX}*")
+    assert keys
+    assert all(0 < client.ttl(key) <= redis_store.LEASE_TTL for key in keys)
+    assert not redis_store.leases._held
+
+
 def outcome_writes(queries: CaptureQueriesContext) -> int:
     """How many statements wrote an outcome (`... SET status = ...` of a started run, or the group statement)."""
     sqls = [query["sql"] for query in queries.captured_queries]
@@ -119,7 +128,7 @@ def test_a_failed_attempt_with_backoff_waits_in_rqs_scheduled_registry(submit, s
     score = redis_store.connection().zscore(registry.key, job["job_id"])
     assert score is not None and score >= row.run_at.timestamp()
     assert redis_store.connection().hget(f"rq:job:{job['job_id']}", "status") == b"scheduled"
-    assert not redis_store.connection().keys("sentinelflow:lease:*")  # released
+    assert_leases_lapse()
 
 
 def test_a_long_run_shows_started_gives_back_the_rest_of_its_batch_and_writes_waiting_outcomes(
@@ -172,7 +181,7 @@ def test_a_taken_job_that_is_no_longer_runnable_is_skipped_and_its_lease_release
     assert Job.objects.get(pk=job.pk).status == S.CANCELLED
     assert Job.objects.get(pk=job.pk).attempts == 0
     assert Job.objects.get(job_id=ran["job_id"]).status == S.SUCCEEDED
-    assert not redis_store.connection().keys("sentinelflow:lease:*")
+    assert_leases_lapse()
 
 
 def test_an_rq_job_that_is_not_a_sentinelflow_job_is_run_by_rqs_own_code():

@@ -6,8 +6,9 @@ PEER is a package of bench/peers (djtasks, procrastinate_pg, djangoq, celery_res
 names its settings (DJANGO_SETTINGS_MODULE) and its private database (PEER_DATABASE, which the caller
 created and drops). In order: migrate; enqueue N no-ops, part one call at a time (single enqueue rate)
 and the rest through the peer's bulk call if it has one (bulk enqueue rate); start the peer's worker
-(2 processes) and time the drain until its database records all N done; with a fresh worker, enqueue
-`stamp` jobs at a steady rate and read each job's enqueue->start time. Writes the figures as JSON to
+(2 processes) and time the drain until its database records all N done (or --cap); delete what the drain
+left waiting; with fresh workers, enqueue `stamp` jobs at a steady rate and read each job's enqueue->start
+time. Writes the figures as JSON to
 --out; every process it starts is stopped by pid before it exits (and gets SIGTERM if this one dies).
 """
 
@@ -55,6 +56,10 @@ def main() -> int:
         out |= enqueue_backlog(peer, args)
         out["stage"] = "drain"
         out["drain"] = drain(peer, args, args.jobs)
+        # A drain cut off at --cap leaves the rest of the backlog waiting; the latency run must not queue
+        # behind it (its workers would spend the run on the drain's jobs), so it goes, and is counted.
+        out["stage"] = "discard"
+        out["drain"]["left_waiting_discarded"] = peer.discard_waiting()
         if args.latency_rate and args.latency_seconds:
             out["stage"] = "latency"
             out["latency"] = latency(peer, args)
@@ -139,7 +144,8 @@ def drain(peer, args: argparse.Namespace, total: int) -> dict:
 
 def latency(peer, args: argparse.Namespace) -> dict:
     """`stamp(sent)` jobs at a steady rate; each appends `sent` and its enqueue->start time in ms to
-    PEER_LATENCY_FILE. A job not started by the cut-off counts with the time it had waited then."""
+    PEER_LATENCY_FILE. Up to --latency-wait seconds after the last send for the stragglers (as scenario 4);
+    a job not started by the cut-off counts with the time it had waited then."""
     stamps = Path(os.environ["PEER_LATENCY_FILE"])
     procs = start_workers(peer, args, drain=False, tag="latency")
     try:
@@ -152,6 +158,7 @@ def latency(peer, args: argparse.Namespace) -> dict:
             time.sleep(0.02)
         stamps.write_text("")
         sent, due = open_loop(peer.enqueue_stamp, args.latency_rate, args.latency_seconds)
+        started_by_last_send = len(read_stamps(stamps))
         deadline = time.monotonic() + args.latency_wait
         while len(read_stamps(stamps)) < len(sent) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -166,6 +173,8 @@ def latency(peer, args: argparse.Namespace) -> dict:
         "due": due,
         "sent": len(sent),
         "started": sum(1 for s in sent if repr(s) in started),
+        # Jobs sent but not yet started when the producers stopped: a peer that cannot keep up shows it here.
+        "backlog_at_last_send": len(sent) - started_by_last_send,
         "unfinished_at_cutoff": sum(1 for s in sent if repr(s) not in started),
         "enqueue_to_start_ms": {
             "n": len(waits),

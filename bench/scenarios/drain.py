@@ -71,8 +71,8 @@ def scenario_1_drain(stack: Stack, data: dict) -> list[Row]:
                 r["rate"],
                 "jobs/s",
                 ratio(s["rate"], r["rate"]),
-                ">= 0.8x" if procs == 2 else "",
-                verdict(ratio(s["rate"], r["rate"]) >= 0.8) if procs == 2 else "",
+                ">= 1.0x" if procs == 2 else "",
+                verdict(ratio(s["rate"], r["rate"]) >= 1.0) if procs == 2 else "",
                 f"sf {drain_note(s)}; raw {drain_note(r)}" + (f"; sf {sf_mode(stack, extra)}" if procs == 1 else ""),
             )
         )

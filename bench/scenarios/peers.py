@@ -207,7 +207,10 @@ def table(out: dict) -> list[Row]:
             continue
         measured[result["peer"]] = result["drain"]["rate"]
         late = result.get("latency", {})
-        note = f"{late['unfinished_at_cutoff']} not started at the cut-off" if late.get("unfinished_at_cutoff") else ""
+        note = ""
+        if late.get("unfinished_at_cutoff"):  # it could not keep up: say by how much, the figures are lower bounds
+            note = f"backlog {late.get('backlog_at_last_send', '?')} at the last send, "
+            note += f"{late['unfinished_at_cutoff']} not started at the cut-off"
         enqueue = {"enqueue_single": result.get("enqueue_single"), "enqueue_bulk": result.get("enqueue_bulk")}
         enqueue["latency"] = late.get("enqueue_to_start_ms")
         lines.append(PeerLine(result["peer"], result["worker"], result["drain"], raw_rate, enqueue, note))

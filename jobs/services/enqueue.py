@@ -19,6 +19,8 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.queue import Queue
+from rq.utils import now as rq_now
+from rq.utils import utcformat
 
 from .. import metrics, redis_store
 from ..exceptions import InvalidTransition
@@ -43,7 +45,6 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
     With Redis down the rows go back to `pending`, and the sentinel enqueues them later: no job is lost.
     `replace` first removes an earlier RQ job of the same id (retries, restores), whose key may carry a TTL.
     """
-    queues: dict[str, Queue] = {}
     try:
         if replace:
             for job in jobs:
@@ -51,19 +52,26 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
         batch = metrics.MetricsBatch()
         for name, labels in counts:
             batch.inc(name, *labels)
-        like_first: dict[str, _LikeFirstEnqueue] = {}
+        listed: set[str] = set()  # queues whose name this pipeline adds to RQ's set of queues
+        enqueued_at = utcformat(rq_now())  # jobs enqueued together share it, as their created_at
         with redis_store.connection().pipeline() as pipe:
+            # MULTI first, as RQ's enqueue would start it: RQ refuses to start it after other commands.
+            pipe.multi()
             for job in jobs:
-                queue = queues.get(job.queue) or queues.setdefault(job.queue, redis_store.queue(job.queue))
                 rq_id, description = str(job.job_id), f"{job.type} {job.job_id}"
                 # A restored `retrying` job waits out the rest of its backoff; a `scheduled` one whose time
                 # has passed is released by the scheduler at once.
                 backoff_left = job.status == S.RETRYING and job.run_at is not None and job.run_at > transitions.now()
                 # Set only when the job waits in the scheduled registry.
                 run_at = job.run_at if job.status == S.SCHEDULED or backoff_left else None
-                if run_at is None and job.queue in like_first:
-                    like_first[job.queue].enqueue(pipe, rq_id, description=description, timeout=job.timeout)
+                like_rq = _templates.get((job.queue, settings.SENTINELFLOW_RQ_RESULT_TTL)) if run_at is None else None
+                if like_rq is not None:
+                    if job.queue not in listed:
+                        like_rq.list_queue(pipe)
+                        listed.add(job.queue)
+                    like_rq.enqueue(pipe, rq_id, description=description, timeout=job.timeout, at=enqueued_at)
                 else:
+                    queue = redis_store.queue(job.queue)
                     rq_job = queue.create_job(
                         RUN_JOB,
                         args=(rq_id,),
@@ -78,9 +86,10 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
                         # round up so that a job never starts before its run_at.
                         queue.schedule_job(rq_job, _ceil_to_second(run_at), pipeline=pipe)
                     else:
-                        queue.enqueue_job(rq_job, pipeline=pipe)
-                        if queue.is_async and len(jobs) > 1:
-                            like_first[job.queue] = _LikeFirstEnqueue(queue, rq_job)
+                        queue.enqueue_job(rq_job, pipeline=pipe)  # it lists the queue too
+                        listed.add(job.queue)
+                        if queue.is_async:
+                            _templates[(job.queue, settings.SENTINELFLOW_RQ_RESULT_TTL)] = _LikeRQEnqueue(queue, rq_job)
                 batch.inc("jobs_enqueued_total", job.type, job.queue)
             batch.add_to(pipe)
             pipe.execute()
@@ -96,19 +105,21 @@ def push_many(jobs: list[Job], *, counts: Counts = (), replace: bool = False) ->
                 batch.inc(name, *labels)
 
 
-class _LikeFirstEnqueue:
-    """Enqueues more run_job jobs on a queue as RQ enqueued the first one in the same pipeline, without
-    building an RQ Job for each.
+class _LikeRQEnqueue:
+    """Enqueues run_job jobs on a queue as RQ enqueued an earlier one there, without building an RQ Job
+    for each.
 
     RQ's per-job cost (a Job object, its serializer checked against a Protocol, the status written
-    twice and the queue registry once per job) is half of a batch's enqueue. Jobs of one queue
-    differ only in id, arguments, description and timeout: the hash RQ wrote for the first is the
-    template for the others (which share its created_at and enqueued_at, being enqueued together).
+    twice) is half of a batch's enqueue and a fifth of a single submit's CPU. run_job jobs of one queue
+    differ only in id, arguments, description, timeout and times: the hash RQ wrote for the first job
+    a process enqueued on a queue is the template for the others (_templates). Each push stamps its
+    jobs' created_at and enqueued_at afresh, and lists the queue in RQ's set of queues as RQ does.
     tests/test_submit_storage.py compares what this writes with what RQ writes, field by field.
     """
 
     def __init__(self, queue: Queue, first: RQJob) -> None:
         self.queue_key = queue.key
+        self.queues_key = queue.redis_queues_keys
         # Encoded once as the client would encode them each time: packing the commands is most of the cost.
         self.encode = cast("Callable[[Any], bytes]", queue.connection.get_encoder().encode)  # redis-py: unannotated
         self.template = {self.encode(field): self.encode(value) for field, value in first.to_dict().items()}
@@ -116,18 +127,28 @@ class _LikeFirstEnqueue:
         self.dumps = first.serializer.dumps
         self.key_prefix = first.redis_job_namespace_prefix
 
-    def enqueue(self, pipe: Pipeline, rq_id: str, *, description: str, timeout: int) -> None:
+    def list_queue(self, pipe: Pipeline) -> None:
+        pipe.sadd(self.queues_key, self.queue_key)
+
+    def enqueue(self, pipe: Pipeline, rq_id: str, *, description: str, timeout: int, at: str) -> None:
         encode = self.encode
         # What Job.data holds for func(rq_id), compressed as Job.to_dict does.
         data = zlib.compress(self.dumps((self.func_name, None, (rq_id,), {})))
+        stamp = encode(at)
         mapping: dict[Any, bytes] = {
             **self.template,
+            b"created_at": stamp,
+            b"enqueued_at": stamp,
             b"data": data,
             b"description": encode(description),
             b"timeout": encode(timeout),
         }
         pipe.hset(self.key_prefix + rq_id, mapping=mapping)
         pipe.rpush(self.queue_key, rq_id)
+
+
+# This process's templates, by queue name and result TTL (the TTLs are in the hash).
+_templates: dict[tuple[str, int], _LikeRQEnqueue] = {}
 
 
 def _ceil_to_second(moment: datetime) -> datetime:

@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
@@ -182,15 +183,33 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     # Inside a transaction (a test, or a caller's atomic block) a savepoint lets the IntegrityError
     # of a repeated Idempotency-Key leave that transaction usable, as the ORM path does.
     with transaction.atomic() if db.in_atomic_block else nullcontext():
-        with db.cursor() as cursor:
-            cursor.execute(_job_insert_statement(many=len(jobs) > 1), [*values, *shared_values, at, actor])
-            ids = dict(cursor.fetchall())
+        ids = dict(_prepared(db, _job_insert_statement(many=len(jobs) > 1), [*values, *shared_values, at, actor]))
     alias = db.alias
     for job in jobs:
         job.pk = ids[job.job_id]
         job.updated_at = updated_at
         job._state.adding = False
         job._state.db = alias
+
+
+def _prepared(db: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run a statement as a prepared statement with its parameters bound by the server; its rows.
+
+    Django's cursors bind on the client: every call quotes each value into the SQL text, and the server
+    parses and plans that text anew. Prepared once per connection, a submit's statement skips both
+    (a third of the insert's client CPU). Tests and debugging hook Django's cursor (execute_wrapper,
+    the query log): while they do, the statement goes through it.
+    """
+    if db.execute_wrappers or db.queries_logged:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        db.ensure_connection()
+        with psycopg.Cursor(db.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall()
 
 
 def _insert_row(job: Job) -> dict[str, Any]:

@@ -199,13 +199,16 @@ def write_outcomes(worker: Worker, pending: list[tuple[Taken, RunOutcome]], skip
         ended = utcformat(datetime.now(UTC))
 
         def bookkeeping(pipe: Pipeline) -> None:
+            finished = FinishedRegistries()
             for taken in skipped:  # cancelled or finished before their turn: RQ sees them end
-                rq_done(pipe, taken, retry_in=None, ended=ended, worker_name=worker.name)
-                taken.lease.release(via=_into(pipe))
+                rq_done(pipe, taken, retry_in=None, ended=ended, worker_name=worker.name, finished=finished)
+                taken.lease.let_expire()
             for taken, outcome in pending:
                 retry_in = outcome.retry_in if outcome.job.pk in moved else None
-                rq_done(pipe, taken, retry_in=retry_in, ended=ended, worker_name=worker.name)
-                taken.lease.release(via=_into(pipe))
+                rq_done(pipe, taken, retry_in=retry_in, ended=ended, worker_name=worker.name, finished=finished)
+                # The row is durable: the lease may lapse (a retry pushed back at once is another run's).
+                taken.lease.let_expire()
+            finished.add_to(pipe)
             pipe.hincrby(worker.key, "successful_job_count", len(pending))
             seconds = sum((o.finished_at - o.started_at).total_seconds() for o in outcomes)
             pipe.hincrbyfloat(worker.key, "total_working_time", seconds)
@@ -232,7 +235,24 @@ def durably(worker: Worker, call: Callable[[], T]) -> T:
         delay = min(delay * 2, 30.0)
 
 
-def rq_done(pipe: Pipeline, taken: Taken, *, retry_in: int | None, ended: str, worker_name: str) -> None:
+class FinishedRegistries:
+    """The ids to add to each queue's FinishedJobRegistry, scored by expiry as RQ does: one ZADD per queue."""
+
+    def __init__(self) -> None:
+        self.expiry = time.time() + settings.SENTINELFLOW_RQ_RESULT_TTL
+        self.ids: dict[str, dict[str, float]] = {}
+
+    def add(self, queue: Queue, job_id: str) -> None:
+        self.ids.setdefault(queue.finished_job_registry.key, {})[job_id] = self.expiry
+
+    def add_to(self, pipe: Pipeline) -> None:
+        for key, scores in self.ids.items():
+            pipe.zadd(key, scores)
+
+
+def rq_done(
+    pipe: Pipeline, taken: Taken, *, retry_in: int | None, ended: str, worker_name: str, finished: FinishedRegistries
+) -> None:
     """What RQ's worker writes for a job that ended, or for its retry (as RQ's handling of `rq.Retry`)."""
     if not taken.rq_job_exists:
         return
@@ -242,7 +262,7 @@ def rq_done(pipe: Pipeline, taken: Taken, *, retry_in: int | None, ended: str, w
         pipe.hset(key, mapping={"status": "finished", "ended_at": ended, "worker_name": worker_name})
         if ttl > 0:
             pipe.expire(key, ttl)
-            pipe.zadd(queue.finished_job_registry.key, {taken.job_id: time.time() + ttl})
+            finished.add(queue, taken.job_id)
         elif ttl == 0:
             pipe.delete(key)
     elif retry_in > 0:

@@ -38,6 +38,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
+from rq.scheduler import RQScheduler
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
@@ -59,10 +60,17 @@ REDIS_START_BACKOFF_MAX = 30.0
 
 
 def redis_url_for_logs() -> str:
-    """REDIS_URL without its password, to name it in a log line."""
-    url = urlsplit(settings.REDIS_URL)
+    """REDIS_URL without its password, to name it in a log line (and the sentinels asked, when there are)."""
+    if settings.REDIS_SENTINELS:
+        sentinels = ",".join(f"{host}:{port}" for host, port in settings.REDIS_SENTINELS)
+        return f"{_masked(settings.REDIS_URL)} (primary of {settings.REDIS_SENTINEL_MASTER} via {sentinels})"
+    return _masked(settings.REDIS_URL)
+
+
+def _masked(redis_url: str) -> str:
+    url = urlsplit(redis_url)
     if url.password is None:
-        return settings.REDIS_URL
+        return redis_url
     return url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@")).geturl()
 
 
@@ -82,6 +90,25 @@ def wait_for_redis_at_start(connection: redis.Redis) -> None:
             )
         time.sleep(delay)
         delay = min(delay * 2, REDIS_START_BACKOFF_MAX)
+
+
+class FailoverProofScheduler(RQScheduler):
+    """RQ's scheduler process, which carries on through a lost Redis or a failover instead of exiting.
+
+    RQ's own exits on its first Redis error, and its worker starts a new one only at its next maintenance
+    (every 10 minutes): scheduled jobs and retries would wait that long after a failover.
+    """
+
+    def work(self) -> None:
+        while True:
+            try:
+                super().work()
+                return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                self.log.warning("Scheduler: Redis unavailable (%s); retrying in %.0f s", error, REDIS_RETRY_SECONDS)
+                if self._stop_requested:
+                    return
+                time.sleep(REDIS_RETRY_SECONDS)
 
 
 class JobStopped(Exception):
@@ -120,6 +147,29 @@ class Worker(SimpleWorker):
             self._running_job_id = None
             self._stopped_job_id = None  # RQ only clears it on a failure that reaches RQ; ours never do
             close_old_connections()
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        if burst:
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+            return
+        # RQ's method, with the scheduler above (RQ names its class inside the method).
+        self.scheduler = FailoverProofScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.start()
 
     def _install_signal_handlers(self):
         super()._install_signal_handlers()
@@ -163,16 +213,24 @@ class Worker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
-        """RQ's work loop, restarted after a lost Redis connection instead of exiting."""
+        """The batch loop, restarted after a lost Redis connection or a failover instead of exiting."""
         while True:
             try:
                 self._ping()
                 worked = self._work_batches(burst, *args, **kwargs)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                # ReadOnlyError: a primary demoted by a failover (through the sentinels it is a ConnectionError).
                 worked = False
                 self.log.warning("Worker %s: Redis unavailable (%s); retrying", self.name, error)
-            if burst or self._stop_requested or self._redis_is_up():
+            if burst or self._stop_requested or kwargs.get("max_jobs") or kwargs.get("max_idle_time"):
                 return worked
+            if self._redis_is_up():
+                # The loop quits on any other error in it (as RQ's does), even when Redis answers again a
+                # moment later: carry on, under a fresh name as below.
+                self.name = uuid.uuid4().hex
+                self.log.warning("Worker %s: the work loop ended without a stop request; resuming", self.name)
+                time.sleep(REDIS_RETRY_SECONDS)
+                continue
             self._wait_for_redis()
 
     # ----------------------------------------------------------------- the loop, a batch a turn
@@ -215,6 +273,12 @@ class Worker(SimpleWorker):
                         self.log.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
                         break
                 except StopRequested:
+                    break
+                except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+                    raise  # work() waits for Redis, or for the new primary, and starts over
+                except Exception:
+                    # As RQ's loop: log and leave it; work() starts it again under a fresh name.
+                    self.log.error("Worker %s: found an unhandled exception, quitting...", self.name, exc_info=True)
                     break
         finally:
             self.teardown()

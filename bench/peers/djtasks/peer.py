@@ -33,3 +33,11 @@ def done() -> int:
     from django_tasks_db.models import DBTaskResult
 
     return DBTaskResult.objects.filter(status=TaskResultStatus.SUCCESSFUL).count()
+
+
+def discard_waiting() -> int:
+    """Delete the tasks no worker took (what a capped drain left): the latency run starts on an empty queue."""
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(status=TaskResultStatus.READY).delete()[0]

@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
 
+from jobs import redis_store
 from sentinelflow_site.processes import (
     child_environment,
     free_port,
@@ -82,6 +84,14 @@ class Command(BaseCommand):
         return env
 
     def _redis(self, env: dict[str, str]) -> str:
+        if settings.REDIS_SENTINELS:
+            # The processes find the primary through the sentinels themselves; never start an embedded Redis.
+            if not sentinel_primary_answers():
+                raise CommandError(
+                    f"no primary of {settings.REDIS_SENTINEL_MASTER!r} answers through REDIS_SENTINELS="
+                    f"{os.environ.get('REDIS_SENTINELS')}; start them or unset REDIS_SENTINELS."
+                )
+            return settings.REDIS_URL
         configured = os.environ.get("REDIS_URL")
         if configured:
             if not redis_answers(configured):
@@ -136,7 +146,7 @@ class Command(BaseCommand):
             f"  Admin        {base}/admin/  (create a user: {self._manage_hint()} createsuperuser)",
             f"  Metrics      {base}/metrics",
             f"  Health       {base}/healthz  {base}/readyz",
-            f"  Redis        {urlsplit(redis_url).netloc}",
+            f"  Redis        {redis_description(redis_url)}",
             f"  API key      {key}  (send it as X-API-Key)",
             "Press Ctrl-C to stop.",
             "",
@@ -170,3 +180,19 @@ class Command(BaseCommand):
         for _name, process in reversed(self.children):
             stop_process(process, timeout=STOP_GRACE_SECONDS)
         return len(self.children)
+
+
+def sentinel_primary_answers() -> bool:
+    """Whether the sentinels name a primary of REDIS_SENTINEL_MASTER that answers a PING."""
+    try:
+        return bool(redis_store.probe_connection().ping())
+    except RedisError:
+        return False
+
+
+def redis_description(redis_url: str) -> str:
+    """Where the stack's Redis is, for the start-up banner (never with its password)."""
+    if settings.REDIS_SENTINELS:
+        sentinels = ", ".join(f"{host}:{port}" for host, port in settings.REDIS_SENTINELS)
+        return f"primary of {settings.REDIS_SENTINEL_MASTER!r} via the sentinels {sentinels}"
+    return urlsplit(redis_url).netloc.rpartition("@")[2]
