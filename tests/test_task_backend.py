@@ -7,6 +7,7 @@ The tasks are tests.taskapp.tasks, a module that no setting names.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import os
 import re
@@ -231,13 +232,19 @@ def test_a_retry_through_the_api_runs_the_task_again(api, run_worker, settings):
     assert again.status == TaskResultStatus.SUCCESSFUL and again.return_value == 2 and again.attempts == 2
 
 
+def run_async(coroutine):
+    """Run `coroutine` to its end in a thread of its own (this thread may already have an event loop)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=30)
+
+
 def test_the_async_variants(run_worker):
-    result = asyncio.run(tasks.async_add.aenqueue(4, 5))
+    result = run_async(tasks.async_add.aenqueue(4, 5))
     run_worker()
 
-    fetched = asyncio.run(tasks.async_add.aget_result(result.id))
+    fetched = run_async(tasks.async_add.aget_result(result.id))
     assert fetched.status == TaskResultStatus.SUCCESSFUL and fetched.return_value == 9
-    asyncio.run(result.arefresh())
+    run_async(result.arefresh())
     assert result.return_value == 9
 
 
