@@ -407,8 +407,10 @@ def test_a_run_holds_its_jobs_lease_while_its_handler_runs(monkeypatch, submit, 
     run_worker()
 
     assert 0 < seen["ttl"] <= redis_store.LEASE_TTL
-    assert redis_store.connection().exists(redis_store.lease_key(job_id)) == 0
     assert Job.objects.get(job_id=job_id).status == JobStatus.SUCCEEDED
+    # Once the outcome is durable the lease is no longer refreshed: it lapses within LEASE_TTL.
+    assert 0 < redis_store.connection().ttl(redis_store.lease_key(job_id)) <= redis_store.LEASE_TTL
+    assert not redis_store.leases._held
 
 
 def test_a_lease_is_refreshed_while_held_and_released_only_by_its_holder():

@@ -109,19 +109,16 @@ def test_a_failing_job_logs_its_failed_attempt_and_the_workers_line(submit, capl
 
 def test_concurrent_worker_runs_io_bound_jobs_side_by_side(submit, settings):
     settings.SENTINELFLOW_WORKER_CONCURRENCY = 8
-    jobs = [submit({"type": "sleep", "payload": {"seconds": 0.5}}) for _ in range(8)]
+    jobs = [submit({"type": "sleep", "payload": {"seconds": 2}}) for _ in range(8)]
 
-    started = time.monotonic()
     ConcurrentWorker(redis_store.queues(), connection=redis_store.connection()).work(
         burst=True, logging_level="WARNING"
     )
-    elapsed = time.monotonic() - started
 
-    statuses = {Job.objects.get(job_id=job["job_id"]).status for job in jobs}
-    assert statuses == {JobStatus.SUCCEEDED}
-    assert elapsed < 8 * 0.5  # in flight together, not one after another
-    starts = sorted(Job.objects.values_list("started_at", flat=True))
-    assert (starts[-1] - starts[0]).total_seconds() < 0.5
+    rows = list(Job.objects.filter(job_id__in=[job["job_id"] for job in jobs]))
+    assert {row.status for row in rows} == {JobStatus.SUCCEEDED}
+    # In flight together: every run had started before any of them finished.
+    assert max(row.started_at for row in rows) < min(row.finished_at for row in rows)
 
 
 def test_worker_keeps_the_job_timeout_without_forking(submit, run_worker):
