@@ -239,10 +239,12 @@ def run_async(coroutine):
 
 
 def test_the_async_variants(run_worker):
-    result = run_async(tasks.async_add.aenqueue(4, 5))
+    # (An async task function runs on a real worker in tests/integration/test_django_tasks.py: this thread
+    # may hold another test's event loop, where the worker's async_to_sync cannot run.)
+    result = run_async(tasks.add.aenqueue(4, 5))
     run_worker()
 
-    fetched = run_async(tasks.async_add.aget_result(result.id))
+    fetched = run_async(tasks.add.aget_result(result.id))
     assert fetched.status == TaskResultStatus.SUCCESSFUL and fetched.return_value == 9
     run_async(result.arefresh())
     assert result.return_value == 9

@@ -82,6 +82,14 @@ def test_a_task_enqueued_from_the_shell_runs_on_rqworker_and_is_read_back(stack:
         assert after.value(name, type=ADD) == before.value(name, type=ADD) + 1, name
 
 
+def test_an_async_task_function_runs_on_rqworker(stack: Stack, api: Api, workers: Workers):
+    job_id = enqueue(stack, api, "async_add.enqueue(4, 5)")
+
+    workers.run_burst()
+
+    assert result_of(stack, "async_add", job_id)["value"] == 9
+
+
 def test_a_task_enqueued_from_a_view_runs_and_is_read_back(stack: Stack, api: Api, workers: Workers):
     port = free_port()
     args = [sys.executable, "-m", "gunicorn", "sentinelflow_site.wsgi:application", "-b", f"127.0.0.1:{port}"]
