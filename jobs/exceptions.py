@@ -39,3 +39,7 @@ class StoreUnavailable(JobError):
 
 class PermanentJobError(Exception):
     """Raised by a handler for a failure that a retry cannot fix; the job fails at once."""
+
+
+class JobCancelled(Exception):
+    """The error a cancelled job shows through Django's Tasks API (its TaskResult is FAILED)."""

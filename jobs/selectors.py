@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import django_filters
+from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
@@ -20,6 +21,7 @@ from rq import Worker
 from . import redis_store
 from .exceptions import JobNotFound
 from .handlers import job_type_names
+from .handlers.django_task import is_task_path
 from .models import Job, JobStatus
 
 
@@ -51,11 +53,27 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):  # type: ignore[misc]
         return filtered
 
 
+class JobTypeField(forms.CharField):
+    """A registered job type, or the dotted path of a Django task (whose jobs have it as their type)."""
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if value and value not in job_type_names() and not is_task_path(value):
+            raise ValidationError(
+                f"Unknown job type {value!r}: a registered type ({', '.join(job_type_names())})"
+                " or a task's dotted path."
+            )
+
+
+class JobTypeFilter(django_filters.CharFilter):  # type: ignore[misc]  # django-filter is untyped
+    field_class = JobTypeField
+
+
 class JobFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter is untyped
     """GET /jobs filters; an unknown value is a 400 naming the parameter."""
 
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
-    type = django_filters.ChoiceFilter(choices=lambda: [(name, name) for name in job_type_names()])
+    type = JobTypeFilter()
     queue = django_filters.ChoiceFilter(choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES])
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", param="created_after")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", param="created_before")

@@ -17,6 +17,7 @@ from typing import overload
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 from redis.backoff import ExponentialBackoff
@@ -267,6 +268,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "jobs",
 ]
+# Django's Tasks API: django.tasks from Django 6.0 on; before that the `django-tasks` backport, an app of its own.
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")
+# `@task` functions run as sentinelflow jobs (jobs.backends): enqueue stores a job, get_result reads it.
+TASKS = {"default": {"BACKEND": "jobs.backends.SentinelflowBackend"}}
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",

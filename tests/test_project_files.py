@@ -35,6 +35,25 @@ def test_the_bench_peers_are_pinned_on_the_projects_django():
     assert {"django-tasks", "django-tasks-db", "procrastinate", "django-q2", "celery", "django-celery-results"} <= names
 
 
+def pins(path: Path) -> dict[str, str]:
+    return {line.split("==")[0].lower(): line.split("==")[1] for line in requirement_lines(path)}
+
+
+def test_the_django6_requirements_are_the_projects_pins_with_django_6():
+    """requirements-django6.txt (.ci/run's Django 6 venv): every runtime pin but Django and the django-tasks
+    backport (Django 6 has django.tasks), and test tools pinned as in requirements-dev.txt."""
+    django6 = pins(ROOT / "requirements-django6.txt")
+    runtime = pins(ROOT / "requirements.txt")
+    dev = pins(ROOT / "requirements-dev.txt")
+
+    assert django6.pop("django").startswith("6.")
+    assert runtime.pop("django").startswith("5.2.") and runtime.pop("django-tasks")
+    assert {name: version for name, version in django6.items() if name in runtime} == runtime
+    assert {name: version for name, version in django6.items() if name not in runtime} == {
+        name: dev[name] for name in django6 if name not in runtime
+    }
+
+
 def settings_variables() -> set[str]:
     source = (ROOT / "sentinelflow_site" / "settings.py").read_text()
     return set(re.findall(r"env_(?:str|bool|number|rate|optional_rate|list)\(\s*\"([A-Z_]+)\"", source))

@@ -20,6 +20,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from ..handlers import job_type_names
+from ..handlers.django_task import TASK_PATH
 from ..models import JobStatus
 from .serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
 
@@ -50,6 +51,8 @@ FieldErrors = OpenApiResponse(
     'e.g. {"queue": ["Unknown queue ..."]}; or {"detail": "..."} for a body that is not JSON.',
 )
 THROTTLED = error("Over the request budget of the key (or address); retry after Retry-After seconds")
+# A Django task's jobs have its dotted path as their type (jobs.handlers.django_task).
+TASK_TYPE = f"^{TASK_PATH.pattern}$"
 DATETIME_OR_EMPTY = {"type": "string", "anyOf": [{"format": "date-time"}, {"enum": [""]}]}
 # Reads need no key unless READS_REQUIRE_KEY=1: the empty requirement says "anonymous allowed".
 OPEN_READS: list[dict[str, list[str]]] = [{"ApiKeyAuth": []}, {"cookieAuth": []}, {}]
@@ -113,7 +116,16 @@ job_reads = extend_schema_view(
             ),
             # An empty filter is no filter (the browsable API's filter form sends every field).
             OpenApiParameter("status", str, enum=[*JobStatus.values, ""], description="Only this status."),
-            OpenApiParameter("type", str, enum=[*job_type_names(), ""], description="Only this type."),
+            OpenApiParameter(
+                "type",
+                {
+                    "anyOf": [
+                        {"type": "string", "enum": [*job_type_names(), ""]},
+                        {"type": "string", "pattern": TASK_TYPE},
+                    ]
+                },
+                description="Only this type: a registered type, or a Django task's dotted path.",
+            ),
             OpenApiParameter("queue", str, enum=[*settings.SENTINELFLOW_QUEUES, ""], description="Only this queue."),
             OpenApiParameter("created_after", DATETIME_OR_EMPTY, description="Created at or after (ISO 8601)."),
             OpenApiParameter("created_before", DATETIME_OR_EMPTY, description="Created before (ISO 8601)."),

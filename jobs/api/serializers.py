@@ -10,7 +10,8 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.request import Request
 
-from ..handlers import get_job_type, job_type_names
+from ..handlers import job_type_names, registered_job_type
+from ..handlers.django_task import is_task_path
 from ..models import Job
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
@@ -36,7 +37,7 @@ def redacted(job: dict[str, Any]) -> dict[str, Any]:
     what may hold secrets or server internals is replaced by "[redacted]": the job type's secret
     payload fields (webhook URL, headers and body; email body; all of a type that names none),
     the result, and the error (tracebacks name server paths)."""
-    job_type = get_job_type(job.get("type") or "")
+    job_type = registered_job_type(job.get("type") or "")
     secret = job_type.secret_fields if job_type is not None else None
     payload = job.get("payload")
     if isinstance(payload, dict):
@@ -149,7 +150,13 @@ class JobSubmitSerializer(serializers.Serializer):
             super().run_validators(value)
 
     def validate_type(self, value: str) -> str:
-        if get_job_type(value) is None:
+        if registered_job_type(value) is None and is_task_path(value):
+            # Only the project's own code (a task's .enqueue()) makes task jobs: the server imports their path.
+            raise serializers.ValidationError(
+                f"{value!r} is not a job type: a Django task is enqueued by its .enqueue() in the project's code,"
+                " not over HTTP."
+            )
+        if registered_job_type(value) is None:
             raise serializers.ValidationError(
                 f"Unknown job type {value!r}; known types: {', '.join(job_type_names())}."
             )
@@ -188,7 +195,7 @@ class JobSubmitSerializer(serializers.Serializer):
 
 def payload_serializer_for(attrs: dict[str, Any]) -> serializers.Serializer:
     """The job type's own serializer, bound to the payload of a submission."""
-    job_type = get_job_type(attrs["type"])
+    job_type = registered_job_type(attrs["type"])
     assert job_type is not None, attrs["type"]  # validate_type refused unknown types
     return job_type.payload_serializer(data=attrs.get("payload"))
 
@@ -206,7 +213,7 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():
         return None
-    if not get_job_type(job_type):
+    if not registered_job_type(job_type):
         return None
     plain: dict[str, Any] = {"type": job_type}
     payload = data.get("payload", serializers.empty)

@@ -11,6 +11,11 @@ Built-in types live in this package. More are found at start, without editing th
   admin finds `admin.py` (django.utils.module_loading.autodiscover_modules);
 - the modules named in the SENTINELFLOW_HANDLER_MODULES environment variable (comma-separated
   dotted paths, for code that is not a Django app).
+
+A Django task (`@task`, Django's Tasks API) is a job type without registration: its jobs' type is its
+dotted path, and get_job_type makes a type for such a path that runs the task when, and only when, what
+the path names is a Task (jobs.handlers.django_task). The HTTP API uses registered_job_type: it never
+takes, nor resolves, a task's path.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 from rest_framework import serializers
+
+from .django_task import TaskPayload, is_task_path, run_task
 
 BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
 
@@ -73,6 +80,25 @@ def job_type(
 
 
 def get_job_type(name: str) -> JobType | None:
+    """The job type `name`, for the worker: a registered type, or the Django task at the dotted path `name`.
+
+    A task job type is made without importing anything: the path is resolved when a worker runs the
+    job (jobs.handlers.django_task.run_task), which refuses whatever at the path is not a Task.
+    """
+    registered = REGISTRY.get(name)
+    if registered is not None or not is_task_path(name):
+        return registered
+    return JobType(
+        name=name,
+        run=lambda payload, context: run_task(name, payload, context.job_id, context.attempt),
+        payload_serializer=TaskPayload,
+    )
+
+
+def registered_job_type(name: str) -> JobType | None:
+    """The registered job type `name`, or None: what the HTTP API accepts and renders. A Django task's
+    path is not one (tasks are enqueued by the project's code, with `.enqueue()`): an API client
+    must not make the server import a module it names."""
     return REGISTRY.get(name)
 
 
