@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.db import DatabaseError
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.client import Pipeline
@@ -37,11 +38,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jobs_failed_total": ("Jobs that ended failed (retries spent or permanent error).", ("type",)),
     "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
     "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
+    "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
 }
 HISTOGRAMS: dict[str, str] = {
     "job_duration_seconds": "Run time of one attempt.",
     "job_wait_seconds": "Time from enqueue to start of a run.",
+    "schedule_lag_seconds": "Time from a schedule's tick to the submit of its job.",
 }
+# The label of each histogram: the job type, or the schedule's name.
+HISTOGRAM_LABELS: dict[str, str] = {"schedule_lag_seconds": "schedule"}
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 RETRY_REASONS = ("auto", "manual", "recovered")
 WORKERS_KEY = "rq:workers"
@@ -68,6 +73,7 @@ class MetricsBatch:
         self.counts.append((name, labels, amount))
 
     def observe(self, name: str, job_type: str, seconds: float) -> None:
+        """One observation of histogram `name` for `job_type` (or the schedule named so, see HISTOGRAM_LABELS)."""
         assert name in HISTOGRAMS, name
         self.observations.append((name, job_type, max(0.0, seconds)))
 
@@ -138,6 +144,17 @@ def _known_types() -> list[str]:
     return job_type_names()
 
 
+def _known_schedules() -> list[str]:
+    """The schedules' names, for their series at zero; none when the database cannot answer."""
+    from .models import Schedule
+
+    try:
+        return list(Schedule.objects.values_list("name", flat=True))
+    except DatabaseError as error:
+        logger.warning("schedule metrics without their zero series, database unavailable: %s", error)
+        return []
+
+
 class JobMetricsCollector:
     """Reads the Redis totals at scrape time; every family appears, at zero, from the start."""
 
@@ -164,10 +181,11 @@ class JobMetricsCollector:
             logger.warning("job metrics unavailable, Redis down: %s", error)
 
         types = _known_types()
+        schedules = _known_schedules()
         for (name, (documentation, label_names)), values in zip(COUNTERS.items(), stored, strict=False):
-            yield self._counter(name, documentation, label_names, values, types, queues)
+            yield self._counter(name, documentation, label_names, values, types, queues, schedules)
         for (name, documentation), values in zip(HISTOGRAMS.items(), stored[len(COUNTERS) :], strict=False):
-            yield self._histogram(name, documentation, values, types)
+            yield self._histogram(name, documentation, values, types, schedules)
 
         depth = GaugeMetricFamily("jobs_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
         for queue, count in zip(queues, depths, strict=True):
@@ -183,6 +201,7 @@ class JobMetricsCollector:
         values: dict[bytes, bytes],
         types: list[str],
         queues: Iterable[str],
+        schedules: list[str],
     ) -> CounterMetricFamily:
         family = CounterMetricFamily(name.removesuffix("_total"), documentation, labels=list(label_names))
         totals: dict[tuple[str, ...], float] = {}
@@ -194,6 +213,8 @@ class JobMetricsCollector:
                 totals.update({(job_type, queue): 0 for queue in queues})
             elif label_names == ("type", "reason"):
                 totals.update({(job_type, reason): 0 for reason in RETRY_REASONS})
+        if label_names == ("schedule",):
+            totals.update({(schedule,): 0 for schedule in schedules})
         for field, count in values.items():
             totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
         for labels, total in sorted(totals.items()):
@@ -202,10 +223,11 @@ class JobMetricsCollector:
 
     @staticmethod
     def _histogram(
-        name: str, documentation: str, values: dict[bytes, bytes], types: list[str]
+        name: str, documentation: str, values: dict[bytes, bytes], types: list[str], schedules: list[str]
     ) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, documentation, labels=["type"])
-        per_type: dict[str, dict[str, float]] = {job_type: {} for job_type in types}
+        label = HISTOGRAM_LABELS.get(name, "type")
+        family = HistogramMetricFamily(name, documentation, labels=[label])
+        per_type: dict[str, dict[str, float]] = {value: {} for value in (types if label == "type" else schedules)}
         for field, value in values.items():
             job_type, part = field.decode().split(HISTOGRAM_SEPARATOR)
             per_type.setdefault(job_type, {})[part] = float(value)
