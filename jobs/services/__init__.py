@@ -33,6 +33,7 @@ from .runs import START_RECORD_AFTER, cancelled_among, run_begin, run_outcome, r
 from .schedules import (
     schedule_create,
     schedule_plan,
+    schedule_save,
     schedule_set_enabled,
     schedule_trigger,
     schedule_update,
@@ -77,6 +78,7 @@ __all__ = [
     "runs_finish",
     "schedule_create",
     "schedule_plan",
+    "schedule_save",
     "schedule_set_enabled",
     "schedule_trigger",
     "schedule_update",

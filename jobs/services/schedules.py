@@ -228,16 +228,19 @@ TIMING_FIELDS = frozenset({"cron", "timezone", "interval", "enabled"})
 
 def schedule_create(**fields: Any) -> Schedule:
     """Store a validated schedule, planned from now. IntegrityError when its name is taken (a race)."""
-    schedule = schedule_plan(Schedule(**fields))
-    schedule.save()
-    return schedule
+    return schedule_save(Schedule(**fields), changed=None)
 
 
 def schedule_update(schedule: Schedule, **changes: Any) -> Schedule:
     """Apply validated changes; a change of timing (or of `enabled`) plans the schedule again from now."""
     for field, value in changes.items():
         setattr(schedule, field, value)
-    if TIMING_FIELDS & set(changes):
+    return schedule_save(schedule, changed=set(changes))
+
+
+def schedule_save(schedule: Schedule, *, changed: set[str] | None) -> Schedule:
+    """Save a schedule whose fields `changed` were set (None: a new one), planned again if its timing changed."""
+    if changed is None or TIMING_FIELDS & changed:
         schedule_plan(schedule)
     schedule.save()
     return schedule
