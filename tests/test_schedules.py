@@ -70,6 +70,8 @@ def test_create_shows_the_schedule_with_its_next_tick(api, clock):
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * * * * *"}, "cron"),
         ({"cron": "every day"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "cron"),  # valid, but February has no 31st: it would never fire
+        ({"cron": "@daily"}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"interval": 5}, "interval"),  # both cron and interval
         ({"cron": None}, "cron"),  # neither

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from django.db import transaction
 from django.db.models import Q
 
@@ -52,13 +53,29 @@ def timing_errors(*, cron: str, timezone: str, interval: int | None) -> dict[str
     if cron:
         if len(cron.split()) != 5 or not croniter.is_valid(cron):
             errors["cron"] = f"{cron!r} is not a 5-field cron expression (minute hour day month weekday)."
+        elif not _fires(cron):
+            errors["cron"] = f"{cron!r} never fires (no such date)."
     if not _known_timezone(timezone):
         errors["timezone"] = f"Unknown time zone {timezone!r}; use an IANA name such as Europe/Berlin."
     return errors
 
 
+def _fires(cron: str) -> bool:
+    """Whether a valid expression has a next date at all (`0 0 31 2 *` has none)."""
+    try:
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterError:
+        return False
+    return True
+
+
+@cache
+def _timezone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def _known_timezone(name: str) -> bool:
-    if name not in available_timezones():
+    if name not in _timezone_names():
         return False
     try:
         ZoneInfo(name)
@@ -138,7 +155,10 @@ def schedules_fire_due() -> int:
     now = transitions.now()
     due = Schedule.objects.filter(Q(enabled=True) & Q(next_run_at__lte=now)).order_by("next_run_at", "id")
     for schedule in due:
-        submitted += schedule_fire(schedule, now=now)
+        try:
+            submitted += schedule_fire(schedule, now=now)
+        except CroniterError as error:  # validated when saved; one bad row must not stop the others
+            logger.error("schedule %s: cannot compute its next tick: %s", schedule.name, error)
     return submitted
 
 
