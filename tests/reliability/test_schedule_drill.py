@@ -34,8 +34,10 @@ def test_two_sentinels_one_killed_submit_one_job_per_tick(drill: Drill) -> None:
     killed_at = time.time()
     # The survivor takes the lock once the dead one's lapses (at most 20 s) and catches up tick by tick.
     wait_until(
-        lambda: (last := api.get("/schedules/every-second").json()["last_run_at"])
-        and parse_time(last).timestamp() >= killed_at + 3,
+        lambda: (
+            (last := api.get("/schedules/every-second").json()["last_run_at"])
+            and parse_time(last).timestamp() >= killed_at + 3
+        ),
         timeout=45,
         message=lambda: f"the survivor submits no ticks: {api.get('/schedules/every-second').text}",
     )
