@@ -307,7 +307,9 @@ class ScheduleForm(forms.ModelForm):
 
     # Callables: read when a form is built, so job types registered later are offered too.
     type = forms.ChoiceField(choices=lambda: [(name, name) for name in job_type_names()])
-    queue = forms.ChoiceField(choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES])
+    queue = forms.ChoiceField(
+        choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES], initial="default"
+    )
 
     class Meta:
         model = Schedule
