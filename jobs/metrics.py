@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import DatabaseError
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.client import Pipeline
@@ -144,17 +143,6 @@ def _known_types() -> list[str]:
     return job_type_names()
 
 
-def _known_schedules() -> list[str]:
-    """The schedules' names, for their series at zero; none when the database cannot answer."""
-    from .models import Schedule
-
-    try:
-        return list(Schedule.objects.values_list("name", flat=True))
-    except DatabaseError as error:
-        logger.warning("schedule metrics without their zero series, database unavailable: %s", error)
-        return []
-
-
 class JobMetricsCollector:
     """Reads the Redis totals at scrape time; every family appears, at zero, from the start."""
 
@@ -181,9 +169,10 @@ class JobMetricsCollector:
             logger.warning("job metrics unavailable, Redis down: %s", error)
 
         types = _known_types()
-        schedules = _known_schedules()
+        # Every schedule has a schedule_runs_total field from its creation (at zero): its histogram follows.
+        schedules = [field.decode() for field in stored[list(COUNTERS).index("schedule_runs_total")]]
         for (name, (documentation, label_names)), values in zip(COUNTERS.items(), stored, strict=False):
-            yield self._counter(name, documentation, label_names, values, types, queues, schedules)
+            yield self._counter(name, documentation, label_names, values, types, queues)
         for (name, documentation), values in zip(HISTOGRAMS.items(), stored[len(COUNTERS) :], strict=False):
             yield self._histogram(name, documentation, values, types, schedules)
 
@@ -201,7 +190,6 @@ class JobMetricsCollector:
         values: dict[bytes, bytes],
         types: list[str],
         queues: Iterable[str],
-        schedules: list[str],
     ) -> CounterMetricFamily:
         family = CounterMetricFamily(name.removesuffix("_total"), documentation, labels=list(label_names))
         totals: dict[tuple[str, ...], float] = {}
@@ -213,8 +201,6 @@ class JobMetricsCollector:
                 totals.update({(job_type, queue): 0 for queue in queues})
             elif label_names == ("type", "reason"):
                 totals.update({(job_type, reason): 0 for reason in RETRY_REASONS})
-        if label_names == ("schedule",):
-            totals.update({(schedule,): 0 for schedule in schedules})
         for field, count in values.items():
             totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
         for labels, total in sorted(totals.items()):

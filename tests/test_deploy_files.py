@@ -43,9 +43,10 @@ def alert_expressions() -> list[str]:
 
 
 @pytest.mark.django_db
-def test_dashboard_queries_use_only_exported_metrics(anon):
+def test_dashboard_queries_use_only_exported_metrics(anon, django_capture_on_commit_callbacks):
     # The schedule families have a series for each schedule (at zero until it fires).
-    services.schedule_create(name="nightly", type="echo", payload={}, cron="0 3 * * *")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.schedule_create(name="nightly", type="echo", payload={}, cron="0 3 * * *")
     exported = exported_names(anon)
     used = set().union(*(metric_names_in(e) for e in dashboard_expressions()))
 

@@ -350,3 +350,12 @@ def test_hourly_cron_in_the_repeated_hour_fires_once_per_wall_time():
         "2026-10-25T02:30:00+00:00",
         "2026-10-25T03:30:00+00:00",
     ]
+
+
+def test_a_new_schedule_has_its_metric_series_before_it_fires(anon, clock):
+    make_schedule(name="fresh")
+
+    text = anon.get("/metrics").content.decode()
+
+    assert 'schedule_runs_total{schedule="fresh"} 0.0' in text
+    assert 'schedule_lag_seconds_count{schedule="fresh"} 0.0' in text

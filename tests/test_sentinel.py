@@ -473,7 +473,7 @@ def test_command_once_is_silent_about_a_pass_that_did_nothing():
     call_command("sentinel", "--once", stdout=out)
 
     assert out.getvalue().splitlines() == [
-        "sentinel: stopped after 1 pass(es): enqueued 0, recovered 0, failed 0, restored 0"
+        "sentinel: stopped after 1 pass(es): enqueued 0, recovered 0, failed 0, restored 0, submitted 0 for schedules"
     ]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -22,6 +22,7 @@ from .. import services
 from ..handlers import get_job_type, job_type_names
 from ..models import SCHEDULE_NAME_MAX_LENGTH, Misfire, Schedule, validate_schedule_name
 from .authentication import ApiPrincipal
+from .schema import THROTTLED, FieldErrors, error
 from .serializers import MAX_QUEUE_NAME, MAX_RETRIES_LIMIT, MAX_TYPE_NAME, JobSerializer, UTCDateTimeField
 
 SCHEDULE_FIELDS = frozenset(
@@ -142,12 +143,42 @@ class ScheduleSerializer(serializers.Serializer):
         return attrs
 
 
+NAME = OpenApiParameter(
+    "name",
+    {"type": "string", "pattern": rf"^[A-Za-z0-9_-]{{1,{SCHEDULE_NAME_MAX_LENGTH}}}$"},
+    OpenApiParameter.PATH,
+    description="The schedule's name.",
+)
+NO_KEY = error("Missing or unknown API key")
+NO_READ = error("Reads need the read scope (or jobs.view_schedule)")
+NO_ADMIN = error("Writes need an admin-scope key (or the schedule permission)")
+NO_SCHEDULE = error("No such schedule")
+BAD_JSON = error("Not JSON")
+READS = {401: NO_KEY, 403: NO_READ, 429: THROTTLED}
+WRITES = {401: NO_KEY, 403: NO_ADMIN, 429: THROTTLED}
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List schedules"),
-    retrieve=extend_schema(summary="Get a schedule"),
-    create=extend_schema(summary="Create a schedule"),
-    partial_update=extend_schema(summary="Change a schedule"),
-    destroy=extend_schema(summary="Delete a schedule (its jobs stay)"),
+    list=extend_schema(summary="List schedules", responses={200: ScheduleSerializer(many=True), **READS}),
+    retrieve=extend_schema(
+        summary="Get a schedule", parameters=[NAME], responses={200: ScheduleSerializer, 404: NO_SCHEDULE, **READS}
+    ),
+    create=extend_schema(
+        summary="Create a schedule",
+        request=ScheduleSerializer,
+        responses={201: ScheduleSerializer, 400: FieldErrors, 415: BAD_JSON, **WRITES},
+    ),
+    partial_update=extend_schema(
+        summary="Change a schedule",
+        parameters=[NAME],
+        request=ScheduleSerializer,
+        responses={200: ScheduleSerializer, 400: FieldErrors, 404: NO_SCHEDULE, 415: BAD_JSON, **WRITES},
+    ),
+    destroy=extend_schema(
+        summary="Delete a schedule (its jobs stay)",
+        parameters=[NAME],
+        responses={204: None, 404: NO_SCHEDULE, **WRITES},
+    ),
 )
 class ScheduleViewSet(
     mixins.ListModelMixin,
@@ -191,8 +222,9 @@ class ScheduleViewSet(
 
     @extend_schema(
         summary="Submit the schedule's job now (also while disabled)",
+        parameters=[NAME],
         request=None,
-        responses={202: OpenApiResponse(JobSerializer, description="The job submitted")},
+        responses={202: OpenApiResponse(JobSerializer, description="The job submitted"), 404: NO_SCHEDULE, **WRITES},
     )
     @action(detail=True, methods=["post"])
     def trigger(self, request: Request, name: str | None = None) -> Response:
