@@ -359,3 +359,14 @@ def test_a_new_schedule_has_its_metric_series_before_it_fires(anon, clock):
 
     assert 'schedule_runs_total{schedule="fresh"} 0.0' in text
     assert 'schedule_lag_seconds_count{schedule="fresh"} 0.0' in text
+
+
+def test_a_tick_submits_the_payload_as_it_is_at_the_tick(clock):
+    make_schedule(payload={"version": 1})
+    clock.advance(seconds=1)
+    read_by_a_pass = Schedule.objects.get()
+    Schedule.objects.filter(pk=read_by_a_pass.pk).update(payload={"version": 2})
+
+    assert schedules.schedule_fire(read_by_a_pass, now=clock.now) == 1
+
+    assert Job.objects.get().payload == {"version": 2}

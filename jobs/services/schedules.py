@@ -214,7 +214,9 @@ def _advance(schedule: Schedule, *, seen: datetime, following: datetime, run_at:
         if run_at is None:
             logger.info("schedule %s: ticks up to %s missed, skipped", schedule.name, seen.isoformat())
             return None
-        job = _insert_job(schedule, run_at=run_at, submitted_at=submitted_at, actor=f"schedule:{schedule.name}")
+        # The row as it is now (locked by the UPDATE): a payload changed since the pass read it counts.
+        current = Schedule.objects.get(pk=schedule.pk)
+        job = _insert_job(current, run_at=run_at, submitted_at=submitted_at, actor=f"schedule:{schedule.name}")
         Schedule.objects.filter(pk=schedule.pk).update(last_run_at=run_at, last_job=job)
     lag = (submitted_at - run_at).total_seconds()
     counts = [("jobs_submitted_total", (job.type,)), ("schedule_runs_total", (schedule.name,))]
