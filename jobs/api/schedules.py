@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -19,11 +18,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
-from ..handlers import get_job_type, job_type_names
+from ..handlers import get_job_type
 from ..models import SCHEDULE_NAME_MAX_LENGTH, Misfire, Schedule, validate_schedule_name
 from .authentication import ApiPrincipal
 from .schema import THROTTLED, FieldErrors, error
-from .serializers import MAX_QUEUE_NAME, MAX_RETRIES_LIMIT, MAX_TYPE_NAME, JobSerializer, UTCDateTimeField
+from .serializers import (
+    MAX_QUEUE_NAME,
+    MAX_RETRIES_LIMIT,
+    MAX_TYPE_NAME,
+    JobSerializer,
+    JobSubmitSerializer,
+    UTCDateTimeField,
+)
 
 SCHEDULE_FIELDS = frozenset(
     {"name", "type", "payload", "queue", "max_retries", "timeout", "cron", "timezone", "interval", "enabled", "misfire"}
@@ -105,24 +111,12 @@ class ScheduleSerializer(serializers.Serializer):
             raise serializers.ValidationError(DUPLICATE_NAME)
         return value
 
-    def validate_type(self, value: str) -> str:
-        if get_job_type(value) is None:
-            raise serializers.ValidationError(
-                f"Unknown job type {value!r}; known types: {', '.join(job_type_names())}."
-            )
-        return value
-
-    def validate_queue(self, value: str) -> str:
-        if value not in settings.SENTINELFLOW_QUEUES:
-            raise serializers.ValidationError(
-                f"Unknown queue {value!r}; queues: {', '.join(settings.SENTINELFLOW_QUEUES)}."
-            )
-        return value
+    # The checks of a submit, as a submit words them.
+    validate_type = JobSubmitSerializer.validate_type
+    validate_queue = JobSubmitSerializer.validate_queue
 
     def validate_timeout(self, value: int | None) -> int | None:
-        if value is not None and value > settings.SENTINELFLOW_MAX_TIMEOUT:
-            raise serializers.ValidationError(f"Ensure this value is at most {settings.SENTINELFLOW_MAX_TIMEOUT}.")
-        return value
+        return None if value is None else JobSubmitSerializer.validate_timeout(self, value)  # type: ignore[arg-type]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # A PATCH is checked as the schedule it would make: the stored fields with the changes on top.
