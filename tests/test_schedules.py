@@ -13,6 +13,7 @@ from jobs import services
 from jobs.models import Job, Schedule
 from jobs.sentinel import Sentinel
 from jobs.services import schedules, transitions
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -370,3 +371,15 @@ def test_a_tick_submits_the_payload_as_it_is_at_the_tick(clock):
     assert schedules.schedule_fire(read_by_a_pass, now=clock.now) == 1
 
     assert Job.objects.get().payload == {"version": 2}
+
+
+def test_sessions_need_the_schedule_permissions(anon):
+    anon.force_login(make_user("viewer", "view_schedule", "view_job", "add_job"))
+    assert anon.get("/schedules").status_code == 200
+    assert anon.post("/schedules", body(), format="json").status_code == 403
+
+    anon.force_login(make_user("scheduler", "add_schedule"))
+    assert anon.get("/schedules").status_code == 403
+    assert anon.post("/schedules", body(), format="json").status_code == 201
+    assert anon.post("/schedules/nightly/trigger").status_code == 403
+    assert not Job.objects.exists()
