@@ -6,7 +6,10 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
@@ -22,7 +25,8 @@ from django.utils.safestring import SafeString
 from . import selectors, services
 from .api.throttling import LoginFailureThrottle
 from .exceptions import InvalidTransition
-from .models import ApiKey, Job, JobStatus
+from .handlers import get_job_type, job_type_names
+from .models import ApiKey, Job, JobStatus, Schedule
 
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
@@ -136,6 +140,7 @@ JOB_FIELDS = (
     "timeout",
     "run_at",
     "idempotency_key",
+    "schedule",
     "submitted_by",
     "created_at",
     "enqueued_at",
@@ -177,7 +182,8 @@ class JobAdmin(admin.ModelAdmin):
         return False  # the row is the durable record of the job: nothing in the console loses one
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
-        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at"}))
+        # `schedule`: the link from a schedule to its jobs.
+        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at", "schedule"}))
         return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(
@@ -292,3 +298,116 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             services.api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+class ScheduleForm(forms.ModelForm):
+    """The schedule form: the API's checks, each error on its field; "Preview" shows the next fire times."""
+
+    PREVIEW_BUTTON = "_preview"
+
+    # Callables: read when a form is built, so job types registered later are offered too.
+    type = forms.ChoiceField(choices=lambda: [(name, name) for name in job_type_names()])
+    queue = forms.ChoiceField(
+        choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES], initial="default"
+    )
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "name",
+            "type",
+            "payload",
+            "queue",
+            "max_retries",
+            "timeout",
+            "cron",
+            "timezone",
+            "interval",
+            "enabled",
+            "misfire",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["name"].disabled = True  # jobs and metrics know a schedule by its name
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        cron = (cleaned.get("cron") or "").strip()
+        cleaned["cron"] = cron
+        timing = services.timing_errors(
+            cron=cron, timezone=cleaned.get("timezone") or "", interval=cleaned.get("interval")
+        )
+        for field, message in timing.items():
+            self.add_error(field, message)
+        job_type = get_job_type(cleaned.get("type") or "")
+        if job_type is not None and "payload" in cleaned:
+            payload = job_type.payload_serializer(data=cleaned["payload"])
+            if not payload.is_valid():
+                self.add_error("payload", json.dumps(payload.errors))
+            else:
+                cleaned["payload"] = payload.validated_data
+        if not timing and self.PREVIEW_BUTTON in self.data:
+            preview = Schedule(cron=cron, timezone=cleaned.get("timezone") or "UTC", interval=cleaned.get("interval"))
+            times = ", ".join(f"{tick:%Y-%m-%d %H:%M:%S} UTC" for tick in services.upcoming_ticks(preview))
+            # Shown as the form's error: a preview saves nothing.
+            raise ValidationError(f"Not saved. The next five fire times would be: {times}.", code="preview")
+        return cleaned
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    change_form_template = "admin/jobs/schedule/change_form.html"
+    list_display = ["name", "expression", "type", "queue", "enabled", "misfire", "next_run_at", "last_run_at", "jobs"]
+    list_filter = ["enabled", "type", "queue"]
+    search_fields = ["name", "type"]
+    readonly_fields = ["next_fire_times", "next_run_at", "last_run_at", "last_job_link", "jobs"]
+    actions = ["pause_selected", "resume_selected", "run_now_selected"]
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        allowed = filter_lookup_allowed(lookup, frozenset({"enabled", "type", "queue"}))
+        return allowed and super().lookup_allowed(lookup, value, request)
+
+    def get_fields(self, request: HttpRequest, obj: Schedule | None = None) -> tuple[str, ...]:
+        fields = tuple(ScheduleForm.Meta.fields)
+        return fields if obj is None else (*fields, *self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Schedule, form: ModelForm[Schedule], change: bool) -> None:
+        services.schedule_save(obj, changed=set(form.changed_data) if change else None)
+
+    @admin.display(description="next five fire times (as saved)")
+    def next_fire_times(self, schedule: Schedule) -> SafeString:
+        ticks = services.upcoming_ticks(schedule)
+        return format_html_join("", "<div>{} UTC</div>", ((f"{tick:%Y-%m-%d %H:%M:%S}",) for tick in ticks))
+
+    @admin.display(description="last job")
+    def last_job_link(self, schedule: Schedule) -> SafeString | str:
+        if schedule.last_job is None:
+            return "—"
+        url = reverse("admin:jobs_job_change", args=[schedule.last_job.pk])
+        return format_html('<a href="{}">{}</a>', url, str(schedule.last_job.job_id)[:8])
+
+    @admin.display(description="jobs")
+    def jobs(self, schedule: Schedule) -> SafeString:
+        url = reverse("admin:jobs_job_changelist") + "?" + urlencode({"schedule": schedule.name})
+        return format_html('<a href="{}">jobs</a>', url)
+
+    @admin.action(description="Pause selected schedules", permissions=["change"])
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            services.schedule_set_enabled(schedule, enabled=False)
+        self.message_user(request, f"Paused {len(queryset)} schedule(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume selected schedules", permissions=["change"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            services.schedule_set_enabled(schedule, enabled=True)
+        self.message_user(request, f"Resumed {len(queryset)} schedule(s).", messages.SUCCESS)
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_now_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            services.schedule_trigger(schedule, actor=admin_actor(request))
+        self.message_user(request, f"Submitted a job for {len(queryset)} schedule(s).", messages.SUCCESS)

@@ -37,11 +37,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jobs_failed_total": ("Jobs that ended failed (retries spent or permanent error).", ("type",)),
     "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
     "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
+    "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
 }
 HISTOGRAMS: dict[str, str] = {
     "job_duration_seconds": "Run time of one attempt.",
     "job_wait_seconds": "Time from enqueue to start of a run.",
+    "schedule_lag_seconds": "Time from a schedule's tick to the submit of its job.",
 }
+# The label of each histogram: the job type, or the schedule's name.
+HISTOGRAM_LABELS: dict[str, str] = {"schedule_lag_seconds": "schedule"}
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 RETRY_REASONS = ("auto", "manual", "recovered")
 WORKERS_KEY = "rq:workers"
@@ -68,6 +72,7 @@ class MetricsBatch:
         self.counts.append((name, labels, amount))
 
     def observe(self, name: str, job_type: str, seconds: float) -> None:
+        """One observation of histogram `name` for `job_type` (or the schedule named so, see HISTOGRAM_LABELS)."""
         assert name in HISTOGRAMS, name
         self.observations.append((name, job_type, max(0.0, seconds)))
 
@@ -164,10 +169,12 @@ class JobMetricsCollector:
             logger.warning("job metrics unavailable, Redis down: %s", error)
 
         types = _known_types()
+        # Every schedule has a schedule_runs_total field from its creation (at zero): its histogram follows.
+        schedules = [field.decode() for field in stored[list(COUNTERS).index("schedule_runs_total")]]
         for (name, (documentation, label_names)), values in zip(COUNTERS.items(), stored, strict=False):
             yield self._counter(name, documentation, label_names, values, types, queues)
         for (name, documentation), values in zip(HISTOGRAMS.items(), stored[len(COUNTERS) :], strict=False):
-            yield self._histogram(name, documentation, values, types)
+            yield self._histogram(name, documentation, values, types, schedules)
 
         depth = GaugeMetricFamily("jobs_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
         for queue, count in zip(queues, depths, strict=True):
@@ -202,10 +209,11 @@ class JobMetricsCollector:
 
     @staticmethod
     def _histogram(
-        name: str, documentation: str, values: dict[bytes, bytes], types: list[str]
+        name: str, documentation: str, values: dict[bytes, bytes], types: list[str], schedules: list[str]
     ) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, documentation, labels=["type"])
-        per_type: dict[str, dict[str, float]] = {job_type: {} for job_type in types}
+        label = HISTOGRAM_LABELS.get(name, "type")
+        family = HistogramMetricFamily(name, documentation, labels=[label])
+        per_type: dict[str, dict[str, float]] = {value: {} for value in (types if label == "type" else schedules)}
         for field, value in values.items():
             job_type, part = field.decode().split(HISTOGRAM_SEPARATOR)
             per_type.setdefault(job_type, {})[part] = float(value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -43,6 +44,8 @@ class Job(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
     submitted_by = models.CharField(max_length=100, blank=True, default="")
+    # The name of the schedule that submitted the job ("" for a job submitted otherwise).
+    schedule = models.CharField(max_length=64, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -67,6 +70,7 @@ class Job(models.Model):
             models.Index(fields=["type", "-id"], name="job_type_id"),
             models.Index(fields=["queue", "-id"], name="job_queue_id"),
             models.Index(fields=["created_at"], name="job_created_at"),
+            models.Index(fields=["schedule", "-id"], name="job_schedule_id"),
         ]
 
     def __str__(self) -> str:
@@ -159,3 +163,65 @@ class ApiKey(models.Model):
     @property
     def scopes(self) -> frozenset[str]:
         return SCOPE_GRANTS[ApiScope(self.scope)]
+
+
+# Schedule names appear in URLs, metric labels and admin links: a bounded slug, nothing to escape.
+SCHEDULE_NAME_MAX_LENGTH = 64
+validate_schedule_name = RegexValidator(
+    r"\A[A-Za-z0-9_-]{1,64}\Z", "Use 1 to 64 letters, digits, hyphens and underscores."
+)
+
+
+# (Schedule has a field named `timezone`, which hides the module inside its class body.)
+_now = timezone.now
+
+
+class Misfire(models.TextChoices):
+    """What a schedule does with ticks missed while nothing was running (see jobs.services.schedules)."""
+
+    RUN_ONCE = "run_once"
+    SKIP = "skip"
+
+
+class Schedule(models.Model):
+    """A job submitted on a 5-field cron expression (in `timezone`) or every `interval` seconds.
+
+    `next_run_at` is the next tick (None while disabled); the sentinel submits a tick's job and moves
+    `next_run_at` on in one transaction, with a compare-and-set on it: one job per tick, whoever runs it.
+    """
+
+    name = models.CharField(max_length=SCHEDULE_NAME_MAX_LENGTH, unique=True, validators=[validate_schedule_name])
+    type = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=32, default="default")
+    max_retries = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the default.")
+    timeout = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds; empty: the default.")
+    cron = models.CharField(max_length=100, blank=True, default="", help_text="5 fields, e.g. 30 2 * * *")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="The cron expression's time zone.")
+    interval = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds; instead of cron.")
+    enabled = models.BooleanField(default=True)
+    misfire = models.CharField(max_length=8, choices=Misfire.choices, default=Misfire.RUN_ONCE)
+    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="+"
+    )
+    created_at = models.DateTimeField(default=_now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(interval__isnull=False)) | (~Q(cron="") & Q(interval__isnull=True)),
+                name="schedule_cron_xor_interval",
+            ),
+        ]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="schedule_due")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def expression(self) -> str:
+        return f"{self.cron} ({self.timezone})" if self.cron else f"every {self.interval} s"

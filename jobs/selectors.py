@@ -75,12 +75,13 @@ class JobFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filte
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
     type = JobTypeFilter()
     queue = django_filters.ChoiceFilter(choices=lambda: [(name, name) for name in settings.SENTINELFLOW_QUEUES])
+    schedule = django_filters.CharFilter(max_length=64)
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", param="created_after")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", param="created_before")
 
     class Meta:
         model = Job
-        fields = ["status", "type", "queue", "created_after", "created_before"]
+        fields = ["status", "type", "queue", "schedule", "created_after", "created_before"]
 
 
 DASHBOARD_WINDOW_MINUTES = 60

@@ -4,6 +4,8 @@ The database row is the record; Redis only holds a job's place in a queue. One p
 (`Sentinel.run_pass`, run in a loop by `manage.py sentinel`):
 
 1. enqueues `pending` jobs, stored while Redis was down;
+   then submits the jobs of due schedule ticks (services.schedules_fire_due: one job a tick by a
+   compare-and-set in the database, so a second sentinel or a pass killed mid-tick doubles none);
 2. recovers `started` jobs whose run is gone: the process running a job holds its lease
    (jobs.redis_store.JobLease, a key refreshed every 2 s that lives 10 s), so a job whose
    worker and work horse were killed has no lease after at most 10 s. It is run again as
@@ -71,16 +73,18 @@ class PassReport:
     recovered: int = 0
     failed: int = 0
     restored: int = 0
+    scheduled: int = 0
     seconds: float = 0.0
 
     @property
     def acted(self) -> bool:
-        return bool(self.enqueued or self.recovered or self.failed or self.restored)
+        return bool(self.enqueued or self.recovered or self.failed or self.restored or self.scheduled)
 
     def summary(self) -> str:
         return (
             f"enqueued {self.enqueued} pending, recovered {self.recovered}, failed {self.failed} (attempts spent), "
-            f"restored {self.restored} lost from Redis in {self.seconds:.2f} s"
+            f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules "
+            f"in {self.seconds:.2f} s"
         )
 
 
@@ -114,6 +118,8 @@ class Sentinel:
         report = PassReport()
         try:
             self._enqueue_pending(report)
+            report.scheduled = services.schedules_fire_due()
+            self._refresh_lock()
             self._repair_lost(report)
         except LockLost:
             logger.warning("sentinel: lock lost mid-pass; the other sentinel carries on")

@@ -41,6 +41,7 @@ def test_submit_returns_201_with_job_and_location(api):
         "timeout",
         "run_at",
         "idempotency_key",
+        "schedule",
         "result",
         "error",
         "created_at",

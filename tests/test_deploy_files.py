@@ -13,9 +13,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs import services
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "min", "le", "and", "on", "or"}
-PROMQL_WORDS |= {"clamp_min", "type", "queue", "reason", "without", "avg", "count"}
+PROMQL_WORDS |= {"clamp_min", "type", "queue", "reason", "without", "avg", "count", "schedule"}
 
 
 def exported_names(anon) -> set[str]:
@@ -41,7 +43,10 @@ def alert_expressions() -> list[str]:
 
 
 @pytest.mark.django_db
-def test_dashboard_queries_use_only_exported_metrics(anon):
+def test_dashboard_queries_use_only_exported_metrics(anon, django_capture_on_commit_callbacks):
+    # The schedule families have a series for each schedule (at zero until it fires).
+    with django_capture_on_commit_callbacks(execute=True):
+        services.schedule_create(name="nightly", type="echo", payload={}, cron="0 3 * * *")
     exported = exported_names(anon)
     used = set().union(*(metric_names_in(e) for e in dashboard_expressions()))
 
@@ -50,6 +55,7 @@ def test_dashboard_queries_use_only_exported_metrics(anon):
     # Every panel the issue asks for: throughput, failures, duration and wait quantiles, queue depth, workers.
     assert {"jobs_succeeded_total", "jobs_failed_total", "job_duration_seconds_bucket"} <= used
     assert {"job_wait_seconds_bucket", "jobs_queue_depth", "jobs_workers"} <= used
+    assert {"schedule_runs_total", "schedule_lag_seconds_bucket", "schedule_lag_seconds_count"} <= used
 
 
 @pytest.mark.django_db

@@ -71,6 +71,7 @@ class JobSerializer(serializers.ModelSerializer):
             "timeout",
             "run_at",
             "idempotency_key",
+            "schedule",
             "result",
             "error",
             "created_at",

@@ -9,6 +9,7 @@ lifecycle rule lives here once:
 - submission: new jobs, one or a batch, with Idempotency-Keys;
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
+- schedules: when a schedule fires, and the one job each tick submits;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -29,6 +30,17 @@ from .lifecycle import (
 )
 from .repairs import RESTORABLE_STATUSES, job_enqueue, job_recover, job_restore
 from .runs import START_RECORD_AFTER, cancelled_among, run_begin, run_outcome, run_record_start, runs_claim, runs_finish
+from .schedules import (
+    schedule_create,
+    schedule_plan,
+    schedule_save,
+    schedule_set_enabled,
+    schedule_trigger,
+    schedule_update,
+    schedules_fire_due,
+    timing_errors,
+    upcoming_ticks,
+)
 from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
 
@@ -64,4 +76,13 @@ __all__ = [
     "run_record_start",
     "runs_claim",
     "runs_finish",
+    "schedule_create",
+    "schedule_plan",
+    "schedule_save",
+    "schedule_set_enabled",
+    "schedule_trigger",
+    "schedule_update",
+    "schedules_fire_due",
+    "timing_errors",
+    "upcoming_ticks",
 ]

@@ -71,7 +71,7 @@ class Command(BaseCommand):
                 failing = False
             if report is not None and report.acted:
                 self.stdout.write(f"sentinel: pass {passes}: {report.summary()}")
-                for name in ("enqueued", "recovered", "failed", "restored"):
+                for name in ("enqueued", "recovered", "failed", "restored", "scheduled"):
                     setattr(totals, name, getattr(totals, name) + getattr(report, name))
             elif once and report is None:
                 self.stdout.write("sentinel: another sentinel holds the lock; nothing done")
@@ -80,5 +80,5 @@ class Command(BaseCommand):
                 break
         self.stdout.write(
             f"sentinel: stopped after {passes} pass(es): enqueued {totals.enqueued}, recovered {totals.recovered}, "
-            f"failed {totals.failed}, restored {totals.restored}"
+            f"failed {totals.failed}, restored {totals.restored}, submitted {totals.scheduled} for schedules"
         )
