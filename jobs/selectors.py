@@ -59,9 +59,10 @@ class JobTypeField(forms.CharField):
     def validate(self, value: Any) -> None:
         super().validate(value)
         if value and value not in job_type_names() and not is_task_path(value):
+            # Params, not an f-string: the message is %-formatted later, and a value may hold a "%".
             raise ValidationError(
-                f"Unknown job type {value!r}: a registered type ({', '.join(job_type_names())})"
-                " or a task's dotted path."
+                "Unknown job type %(value)r: a registered type (%(names)s) or a task's dotted path.",
+                params={"value": value, "names": ", ".join(job_type_names())},
             )
 
 

@@ -140,3 +140,10 @@ def test_odd_but_valid_offsets_are_compared_in_utc(anon, query, status):
     response = anon.get(f"/jobs?{query}")
 
     assert response.status_code == status, response.content
+
+
+def test_an_unknown_type_filter_holding_a_percent_sign_is_a_400_naming_it(api):
+    response = api.get("/jobs", {"type": "100%s done %(x)s"})
+
+    assert response.status_code == 400
+    assert "100%s done %(x)s" in response.json()["type"][0]

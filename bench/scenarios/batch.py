@@ -77,8 +77,8 @@ def scenario_3_batch(stack: Stack, data: dict) -> list[Row]:
             ref_rate,
             "jobs/s",
             r,
-            ">= 0.5x",
-            verdict(r >= 0.5) if r is not None else "BLOCKED",
+            ">= 0.8x",
+            verdict(r >= 0.8) if r is not None else "BLOCKED",
             note,
         )
     ]
