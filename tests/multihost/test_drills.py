@@ -283,7 +283,8 @@ def recovered_jobs(cluster: Cluster, job_ids: list[str]) -> list[str]:
 def test_drill_3_app_host_lost(cluster: Cluster, report_drill):
     wait_whole(cluster)
     survivor, lost_host = cluster.apps
-    load = Load(cluster, total=40, rate=20, body={"type": "sleep", "payload": {"seconds": 1.0}}).start()
+    # 3 s jobs: a run shows `started` once it has lasted a second (a shorter one is written once, at its end).
+    load = Load(cluster, total=24, rate=12, body={"type": "sleep", "payload": {"seconds": 3.0}}).start()
     # Both workers busy: one job runs on each host (one worker per host, one job at a time).
     running = wait_for(
         lambda: (jobs := started_jobs(cluster, load.accepted)) and len(jobs) >= 2 and jobs,
