@@ -60,12 +60,17 @@ def job_start(*, job_id: str, actor: str = "worker", lease: redis_store.JobLease
             # Taken just after the row says `started`: the sentinel looks twice, LEASE_REFRESH + 1 s apart,
             # before it calls a run lost, far longer than this gap.
             lease.take(via=batch.also)
-        batch.inc("jobs_started_total", job.type)
-        # A scheduled or retried job waits from when it became due, not from when it was stored.
-        waiting_since = max(filter(None, [job.enqueued_at, job.run_at]), default=None)
-        if waiting_since:
-            batch.observe("job_wait_seconds", job.type, (started_at - waiting_since).total_seconds())
+        count_start(batch, job, started_at)
     return job
+
+
+def count_start(batch: metrics.MetricsBatch, job: Job, started_at: datetime) -> None:
+    """Count a run's start and how long its job waited for it."""
+    batch.inc("jobs_started_total", job.type)
+    # A scheduled or retried job waits from when it became due, not from when it was stored.
+    waiting_since = max(filter(None, [job.enqueued_at, job.run_at]), default=None)
+    if waiting_since:
+        batch.observe("job_wait_seconds", job.type, (started_at - waiting_since).total_seconds())
 
 
 def job_succeed(

@@ -32,7 +32,7 @@ from ..exceptions import PermanentJobError
 from ..models import Job
 from ..store.records import RunOutcome
 from . import transitions
-from .lifecycle import _jsonable, attempts_spent, format_error, retry_backoff
+from .lifecycle import _jsonable, attempts_spent, count_start, format_error, retry_backoff
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, S
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def run_record_start(run: Run) -> bool:
         if not run.start_recorded:
             return False
     with metrics.record() as batch:
-        _count_start(batch, job, run.started_at)
+        count_start(batch, job, run.started_at)
     return True
 
 
@@ -137,7 +137,7 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
         if job.pk not in moved:
             continue
         if not outcome.start_recorded:
-            _count_start(batch, job, outcome.started_at)
+            count_start(batch, job, outcome.started_at)
         batch.observe("job_duration_seconds", job.type, (outcome.finished_at - outcome.started_at).total_seconds())
         if outcome.target == S.SUCCEEDED:
             batch.inc("jobs_succeeded_total", job.type)
@@ -154,11 +154,3 @@ def cancelled_among(pks: set[int]) -> set[int]:
     if not pks:
         return set()
     return set(Job.objects.filter(pk__in=pks, status=S.CANCELLED).values_list("pk", flat=True))
-
-
-def _count_start(batch: metrics.MetricsBatch, job: Job, started_at: datetime) -> None:
-    batch.inc("jobs_started_total", job.type)
-    # A scheduled or retried job waits from when it became due, not from when it was stored.
-    waiting_since = max(filter(None, [job.enqueued_at, job.run_at]), default=None)
-    if waiting_since:
-        batch.observe("job_wait_seconds", job.type, (started_at - waiting_since).total_seconds())
