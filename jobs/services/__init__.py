@@ -10,6 +10,7 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- flow: pause and resume queues and job types, their limits (audited), the state workers read;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -18,6 +19,19 @@ lifecycle rule lives here once:
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
 from .enqueue import RUN_JOB
+from .flow import (
+    TYPE_SETTING_FIELDS,
+    FlowState,
+    Policy,
+    UnknownName,
+    flow_state,
+    forget_flow_state,
+    job_type_reset,
+    job_type_update,
+    policy,
+    queue_set_paused,
+    valid_rate,
+)
 from .lifecycle import (
     attempts_spent,
     format_error,
@@ -45,6 +59,17 @@ from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
 
 __all__ = [
+    "TYPE_SETTING_FIELDS",
+    "FlowState",
+    "Policy",
+    "UnknownName",
+    "flow_state",
+    "forget_flow_state",
+    "job_type_reset",
+    "job_type_update",
+    "policy",
+    "queue_set_paused",
+    "valid_rate",
     "ALLOWED_TRANSITIONS",
     "RESTORABLE_STATUSES",
     "RUNNABLE_STATUSES",
