@@ -245,7 +245,7 @@ class JobTypeSettings(models.Model):
     max_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="Runs at once; empty: no limit.")
     max_concurrency_overridden = models.BooleanField(default=False, help_text="Use the value here, not the declared.")
     rate = models.CharField(
-        max_length=16, null=True, blank=True, validators=[validate_rate], help_text='e.g. 10/s, 100/m; empty: no limit.'
+        max_length=16, null=True, blank=True, validators=[validate_rate], help_text="e.g. 10/s, 100/m; empty: no limit."
     )
     rate_overridden = models.BooleanField(default=False, help_text="Use the value here, not the declared.")
     paused = models.BooleanField(default=False)

@@ -17,20 +17,18 @@ lifecycle rule lives here once:
 """
 
 from ..exceptions import PermanentJobError
+from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
 from .enqueue import RUN_JOB
 from .flow import (
     TYPE_SETTING_FIELDS,
     FlowState,
-    Policy,
     UnknownName,
     flow_state,
     forget_flow_state,
     job_type_reset,
     job_type_update,
-    policy,
     queue_set_paused,
-    valid_rate,
 )
 from .lifecycle import (
     attempts_spent,
@@ -59,28 +57,23 @@ from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
 
 __all__ = [
-    "TYPE_SETTING_FIELDS",
-    "FlowState",
-    "Policy",
-    "UnknownName",
-    "flow_state",
-    "forget_flow_state",
-    "job_type_reset",
-    "job_type_update",
-    "policy",
-    "queue_set_paused",
-    "valid_rate",
     "ALLOWED_TRANSITIONS",
     "RESTORABLE_STATUSES",
     "RUNNABLE_STATUSES",
     "RUN_JOB",
     "START_RECORD_AFTER",
+    "TYPE_SETTING_FIELDS",
+    "FlowState",
     "PermanentJobError",
+    "Policy",
+    "UnknownName",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
     "cancelled_among",
+    "flow_state",
+    "forget_flow_state",
     "format_error",
     "hash_api_key_secret",
     "job_cancel",
@@ -93,7 +86,11 @@ __all__ = [
     "job_submit",
     "job_submit_batch",
     "job_succeed",
+    "job_type_reset",
+    "job_type_update",
     "now",
+    "policy",
+    "queue_set_paused",
     "request_fingerprint",
     "retry_backoff",
     "run_begin",
@@ -110,4 +107,5 @@ __all__ = [
     "schedules_fire_due",
     "timing_errors",
     "upcoming_ticks",
+    "valid_rate",
 ]

@@ -21,68 +21,19 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 
 from ..exceptions import JobError
-from ..handlers import RATE, REGISTRY, registered_job_type
+from ..handlers import REGISTRY, registered_job_type
+from ..handlers.flow import Policy, policy
 from ..models import FlowAuditEvent, JobTypeSettings, QueueState
 
 logger = logging.getLogger(__name__)
 
 # How long a worker process trusts the state it read: a pause or a new limit takes effect within this.
 FLOW_STATE_TTL = 1.0
-RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class UnknownName(JobError):
     status_code = 404
     default_detail = "Not found."
-
-
-def rate_interval(rate: str | None) -> float | None:
-    """The seconds between two runs at `rate` ("5/s": 0.2), or None for no rate."""
-    if not rate:
-        return None
-    count, period = rate.split("/")
-    return RATE_PERIODS[period] / int(count)
-
-
-def valid_rate(rate: str) -> bool:
-    return RATE.fullmatch(rate) is not None
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A job type's flow control in effect: declared, with the database's overrides on top."""
-
-    name: str
-    max_concurrency: int | None = None
-    rate: str | None = None
-    limit_by: str | None = None
-    paused: bool = False
-
-    @property
-    def limited(self) -> bool:
-        return self.max_concurrency is not None or self.rate is not None
-
-    @property
-    def rate_interval(self) -> float | None:
-        return rate_interval(self.rate)
-
-
-def policy(name: str, row: JobTypeSettings | None) -> Policy:
-    declared = REGISTRY.get(name)
-    max_concurrency = declared.max_concurrency if declared else None
-    rate = declared.rate if declared else None
-    paused = False
-    if row is not None:
-        max_concurrency = row.max_concurrency if row.max_concurrency_overridden else max_concurrency
-        rate = (row.rate or None) if row.rate_overridden else rate
-        paused = row.paused
-    return Policy(
-        name=name,
-        max_concurrency=max_concurrency,
-        rate=rate,
-        limit_by=declared.limit_by if declared else None,
-        paused=paused,
-    )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
@@ -30,9 +30,7 @@ from redis.commands.core import Script
 from .. import metrics, redis_store
 from ..models import Job
 from ..services import Policy
-
-if TYPE_CHECKING:
-    from .batches import Taken
+from . import batches
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ def acquire(client: Redis, policy: Policy, job: Job, job_id: str) -> Decision:
     return Decision(go=False, reason=REASONS[code], retry_after=max(retry_ms, 1) / 1000)
 
 
-def hold(client: Redis, taken: Taken, job: Job, decision: Decision) -> bool:
+def hold(client: Redis, taken: batches.Taken, job: Job, decision: Decision) -> bool:
     """Give the job back to wait `retry_after` in its queue's ScheduledJobRegistry, dropping the lease in the
     same transaction; its row is not touched. False when Redis failed (the lease then lapses and the sentinel
     puts the job back: it is still `queued`)."""
@@ -147,7 +145,7 @@ def hold(client: Redis, taken: Taken, job: Job, decision: Decision) -> bool:
             pipe.zadd(redis_store.held_key(job.type), {taken.job_id: until})
             pipe.zremrangebyscore(redis_store.held_key(job.type), "-inf", until - 600)  # long gone
             pipe.expire(redis_store.held_key(job.type), 3600)
-            taken.lease.release(via=lambda step: step(pipe))
+            taken.lease.release(via=batches._into(pipe))
             pipe.execute()
     except Exception as error:  # noqa: BLE001 - any Redis failure: the sentinel restores the job
         logger.warning("job %s could not be held (%s): it waits for the sentinel", taken.job_id, error)
