@@ -130,11 +130,11 @@ def test_a_paused_type_waits_and_resumes(api: Api, workers: Workers, limited):
 
 def test_a_worker_killed_holding_a_slot_does_not_block_the_type(api: Api, workers: Workers, limited):
     limited("sleep", max_concurrency=1)
+    doomed = workers.start()
+    long = api.submit(type="sleep", payload={"seconds": 120})["job_id"]
+    api.wait_for_job(long, lambda job: job["status"] == "started", timeout=30, what="started")
     survivor = workers.start(scheduler=True)  # runs RQ's scheduler: held jobs come back through it
     wait_until(lambda: "Listening on" in survivor.output(), timeout=30, message=survivor.output)
-    long = api.submit(type="sleep", payload={"seconds": 120})["job_id"]
-    doomed = workers.start()
-    api.wait_for_job(long, lambda job: job["status"] == "started", timeout=30, what="started")
     short = api.submit(type="sleep", payload={"seconds": 0.1})["job_id"]
     time.sleep(2)
     assert api.job(short)["status"] == "queued"  # the slot is taken: it waits
