@@ -227,6 +227,13 @@ def job_types_overview() -> list[dict[str, Any]]:
     return overview
 
 
+def held_count(job_type: str) -> int | None:
+    try:
+        return redis_store.held_counts([job_type]).get(job_type)
+    except RedisError:
+        return None
+
+
 def job_type_overview(name: str) -> dict[str, Any] | None:
     return next((entry for entry in job_types_overview() if entry["name"] == name), None)
 

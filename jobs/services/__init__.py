@@ -26,8 +26,8 @@ from .flow import (
     UnknownName,
     flow_state,
     forget_flow_state,
-    job_type_reset,
     job_type_update,
+    job_types_ensure,
     queue_set_paused,
 )
 from .lifecycle import (
@@ -86,8 +86,8 @@ __all__ = [
     "job_submit",
     "job_submit_batch",
     "job_succeed",
-    "job_type_reset",
     "job_type_update",
+    "job_types_ensure",
     "now",
     "policy",
     "queue_set_paused",

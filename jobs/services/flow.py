@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,10 +116,12 @@ def queue_set_paused(*, name: str, paused: bool, actor: str) -> QueueState:
 TYPE_SETTING_FIELDS = ("max_concurrency", "rate", "paused")
 
 
-def job_type_update(*, name: str, changes: dict[str, Any], actor: str) -> JobTypeSettings:
+def job_type_update(*, name: str, changes: dict[str, Any], actor: str, reset: Iterable[str] = ()) -> JobTypeSettings:
     """Change a registered job type's limits (None removes one, declared or not) or pause it; audited.
 
-    `changes` holds any of TYPE_SETTING_FIELDS, already validated (a rate matches RATE)."""
+    `changes` holds any of TYPE_SETTING_FIELDS, already validated (a rate matches RATE); `reset` names the
+    limits that go back to their declared values."""
+    reset = [limit for limit in reset if limit in ("max_concurrency", "rate")]
     if registered_job_type(name) is None:
         raise UnknownName(f"No job type named {name!r}.")
     unknown = set(changes) - set(TYPE_SETTING_FIELDS)
@@ -133,6 +136,9 @@ def job_type_update(*, name: str, changes: dict[str, Any], actor: str) -> JobTyp
             row.rate, row.rate_overridden = changes["rate"] or None, True
         if "paused" in changes:
             row.paused = bool(changes["paused"])
+        for limit in reset:
+            setattr(row, limit, None)
+            setattr(row, f"{limit}_overridden", False)
         row.full_clean()
         row.save()
         if "paused" in changes:
@@ -143,21 +149,20 @@ def job_type_update(*, name: str, changes: dict[str, Any], actor: str) -> JobTyp
                 action="pause" if row.paused else "resume",
                 details={"was_paused": before["paused"]},
             )
-        limits = {key: value for key, value in changes.items() if key != "paused"}
-        if limits:
-            _audit(actor=actor, kind="type", target=name, action="limits", details={"set": limits, "was": before})
+        limits: dict[str, Any] = {key: value for key, value in changes.items() if key != "paused"}
+        if limits or reset:
+            details = {"set": limits, "reset": sorted(reset), "was": before}
+            _audit(actor=actor, kind="type", target=name, action="limits", details=details)
     forget_flow_state()
     return row
 
 
-def job_type_reset(*, name: str, actor: str) -> JobTypeSettings:
-    """Go back to the declared limits (the pause stays as it is); audited."""
-    if registered_job_type(name) is None:
-        raise UnknownName(f"No job type named {name!r}.")
-    with transaction.atomic():
-        row, _created = JobTypeSettings.objects.select_for_update().get_or_create(name=name)
-        row.max_concurrency, row.max_concurrency_overridden, row.rate, row.rate_overridden = None, False, None, False
-        row.save()
-        _audit(actor=actor, kind="type", target=name, action="limits", details={"reset": True})
-    forget_flow_state()
-    return row
+def job_types_ensure() -> None:
+    """A settings row for every registered job type, and a state row for every configured queue (for the admin's
+    lists; the rows say nothing until changed)."""
+    from ..handlers import job_type_names
+
+    for name in job_type_names():
+        JobTypeSettings.objects.get_or_create(name=name)
+    for name in settings.SENTINELFLOW_QUEUES:
+        QueueState.objects.get_or_create(name=name)
