@@ -209,7 +209,7 @@ class JobMetricsCollector:
             queue_paused.add_metric([queue], 1 if queue in paused_queues else 0)
         yield queue_paused
         type_paused = GaugeMetricFamily("jobs_type_paused", "1 while the job type is paused.", labels=["type"])
-        held_now = GaugeMetricFamily("jobs_held", "Jobs held back now by a pause or a limit.", labels=["type"])
+        held_now = GaugeMetricFamily("jobs_held_now", "Jobs held back now by a pause or a limit.", labels=["type"])
         for job_type in types:
             type_paused.add_metric([job_type], 1 if job_type in paused_types else 0)
             held_now.add_metric([job_type], held.get(job_type, 0))
