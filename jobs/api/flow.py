@@ -80,31 +80,29 @@ class JobTypeSettingsSerializer(serializers.Serializer):
         return value
 
 
-JOB_TYPE = inline_serializer(
-    "JobTypeFlow",
-    {
-        "name": serializers.CharField(),
-        "max_concurrency": serializers.IntegerField(allow_null=True),
-        "rate": serializers.CharField(allow_null=True),
-        "limit_by": serializers.CharField(allow_null=True),
-        "paused": serializers.BooleanField(),
-        "held": serializers.IntegerField(allow_null=True),
-        "declared": serializers.DictField(),
-        "overridden": serializers.ListField(child=serializers.CharField()),
-        "updated_at": serializers.DateTimeField(allow_null=True),
-    },
-)
-QUEUE = inline_serializer(
-    "QueueFlow",
-    {
-        "name": serializers.CharField(),
-        "depth": serializers.IntegerField(allow_null=True),
-        "paused": serializers.BooleanField(),
-        "oldest_age_seconds": serializers.FloatField(allow_null=True),
-        "workers": serializers.IntegerField(allow_null=True),
-        "scheduled": serializers.IntegerField(allow_null=True),
-    },
-)
+JOB_TYPE_FIELDS: dict[str, serializers.Field] = {
+    "name": serializers.CharField(),
+    "max_concurrency": serializers.IntegerField(allow_null=True),
+    "rate": serializers.CharField(allow_null=True),
+    "limit_by": serializers.CharField(allow_null=True),
+    "paused": serializers.BooleanField(),
+    "held": serializers.IntegerField(allow_null=True),
+    "declared": serializers.DictField(),
+    "overridden": serializers.ListField(child=serializers.CharField()),
+    "updated_at": serializers.DateTimeField(allow_null=True),
+}
+QUEUE_FIELDS: dict[str, serializers.Field] = {
+    "name": serializers.CharField(),
+    "depth": serializers.IntegerField(allow_null=True),
+    "paused": serializers.BooleanField(),
+    "oldest_age_seconds": serializers.FloatField(allow_null=True),
+    "workers": serializers.IntegerField(allow_null=True),
+    "scheduled": serializers.IntegerField(allow_null=True),
+}
+JOB_TYPE = inline_serializer("JobTypeFlow", JOB_TYPE_FIELDS)
+JOB_TYPES = inline_serializer("JobTypeFlowList", JOB_TYPE_FIELDS, many=True)
+QUEUE = inline_serializer("QueueFlow", QUEUE_FIELDS)
+QUEUES = inline_serializer("QueueFlowList", QUEUE_FIELDS, many=True)
 NAME = OpenApiParameter("name", str, OpenApiParameter.PATH)
 READS = {401: error("Missing or unknown API key"), 403: error("Reads need the read scope"), 429: THROTTLED}
 WRITES = {401: error("Missing or unknown API key"), 403: error("Writes need an admin-scope key"), 429: THROTTLED}
@@ -114,7 +112,7 @@ class JobTypeListView(APIView):
     permission_classes = [FlowPermission]
     model_name = "jobtypesettings"
 
-    @extend_schema(summary="List job types and their flow control", responses={200: JOB_TYPE, **READS})
+    @extend_schema(summary="List job types and their flow control", responses={200: JOB_TYPES, **READS})
     def get(self, request: Request) -> Response:
         return Response(selectors.job_types_overview())
 
@@ -153,7 +151,7 @@ class QueueListView(APIView):
     permission_classes = [FlowPermission]
     model_name = "queuestate"
 
-    @extend_schema(summary="List the configured queues", responses={200: QUEUE, **READS})
+    @extend_schema(summary="List the configured queues", responses={200: QUEUES, **READS})
     def get(self, request: Request) -> Response:
         return Response(selectors.queues_overview())
 
