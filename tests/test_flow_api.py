@@ -185,3 +185,33 @@ def _members():
     from jobs.sentinel import QueueMembers
 
     return QueueMembers(redis_store.connection())
+
+
+def test_types_without_limits_never_ask_the_limiter(submit, run_worker, monkeypatch):
+    from jobs.worker import limits
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the limiter was asked about a type without limits")
+
+    monkeypatch.setattr(limits, "acquire", refuse)
+    job_id = submit({"type": "echo", "payload": {"message": "fast"}})["job_id"]
+    run_worker()
+    assert Job.objects.get(job_id=job_id).status == "succeeded"
+
+
+def test_a_run_held_by_a_limit_keeps_its_row_and_frees_its_lease(api, submit, run_worker, monkeypatch):
+    from jobs.worker import limits
+
+    api.patch("/types/echo", {"max_concurrency": 1}, format="json")
+    services.forget_flow_state()
+    monkeypatch.setattr(
+        limits, "acquire", lambda *args: limits.Decision(go=False, reason="concurrency", retry_after=30)
+    )
+    job_id = submit({"type": "echo", "payload": {"message": "wait"}})["job_id"]
+    run_worker()
+    job = Job.objects.get(job_id=job_id)
+    assert (job.status, job.attempts, job.started_at) == ("queued", 0, None)
+    connection = redis_store.connection()
+    assert not connection.exists(redis_store.lease_key(job_id))
+    assert connection.hget(f"rq:job:{job_id}", "status") == b"scheduled"
+    assert redis_store.queue("default").scheduled_job_registry.get_job_ids() == [job_id]

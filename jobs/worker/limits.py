@@ -72,7 +72,10 @@ if interval > 0 then
 end
 if max > 0 then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+  -- The set lives as long as its longest slot: never shortened by a run with a shorter timeout.
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+  end
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return {0, 0}
