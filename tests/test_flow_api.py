@@ -215,3 +215,24 @@ def test_a_run_held_by_a_limit_keeps_its_row_and_frees_its_lease(api, submit, ru
     assert not connection.exists(redis_store.lease_key(job_id))
     assert connection.hget(f"rq:job:{job_id}", "status") == b"scheduled"
     assert redis_store.queue("default").scheduled_job_registry.get_job_ids() == [job_id]
+
+
+def test_a_limiter_failure_leaves_the_job_to_the_sentinel(api, submit, run_worker, monkeypatch):
+    from redis.exceptions import ResponseError
+
+    from jobs.worker import limits
+
+    api.patch("/types/echo", {"rate": "5/s"}, format="json")
+    services.forget_flow_state()
+
+    def broken(*args):
+        raise ResponseError("NOSCRIPT or worse")
+
+    monkeypatch.setattr(limits, "acquire", broken)
+    job_id = submit({"type": "echo", "payload": {"message": "x"}})["job_id"]
+    lease = redis_store.leases
+    run_worker()
+    job = Job.objects.get(job_id=job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+    # Not refreshed any more: the lease lapses, and the sentinel restores the job.
+    assert redis_store.lease_key(job_id) not in lease._held.values()

@@ -326,7 +326,12 @@ class Worker(SimpleWorker):
         policy = services.flow_state().policy_for(job.type)
         if policy is None or not taken.rq_job_exists:
             return True
-        decision = limits.acquire(self.connection, policy, job, taken.job_id)
+        try:
+            decision = limits.acquire(self.connection, policy, job, taken.job_id)
+        except Exception:
+            # Neither run nor held: its lease lapses and the sentinel puts it back (its row says `queued`).
+            taken.lease.let_expire()
+            raise
         if decision.go:
             taken.slot_key = decision.slot_key
             return True
