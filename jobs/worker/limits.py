@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 SLOT_GRACE = 30
 DEFAULT_TIMEOUT = 180
 # How long a job of a paused type, or one waiting for a concurrency slot, waits before it asks again.
-PAUSED_RETRY = 2.0
+PAUSED_RETRY = 5.0
 CONCURRENCY_RETRY = 1.0
 
 # KEYS: slots, rate, held. ARGV: job id, max concurrency (0: none), slot lifetime (ms), rate interval
