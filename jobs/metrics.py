@@ -188,30 +188,31 @@ class JobMetricsCollector:
     @staticmethod
     def _flow_gauges(queues: list[str], types: list[str]) -> Iterator[Metric]:
         """Paused queues and types (from the database, where the pause is kept) and the jobs held now (Redis)."""
-        from django.db import DatabaseError
-
         from .models import JobTypeSettings, QueueState
 
-        paused_queues: set[str] = set()
-        paused_types: set[str] = set()
+        # None: unknown (the database did not answer): no samples rather than a false "not paused".
+        paused_queues: set[str] | None = None
+        paused_types: set[str] | None = None
         held: dict[str, int] = {}
         try:
             paused_queues = set(QueueState.objects.filter(paused=True).values_list("name", flat=True))
             paused_types = set(JobTypeSettings.objects.filter(paused=True).values_list("name", flat=True))
-        except DatabaseError as error:
-            logger.warning("pause gauges unavailable, database down: %s", error)
+        except Exception as error:  # noqa: BLE001 - a scrape answers whatever fails (DatabaseError, no database at all)
+            logger.warning("pause gauges unavailable, the database did not answer: %s", error)
         try:
             held = redis_store.held_counts(types)
         except RedisError as error:
             logger.warning("held gauge unavailable, Redis down: %s", error)
         queue_paused = GaugeMetricFamily("jobs_queue_paused", "1 while the queue is paused.", labels=["queue"])
-        for queue in queues:
-            queue_paused.add_metric([queue], 1 if queue in paused_queues else 0)
+        if paused_queues is not None:
+            for queue in queues:
+                queue_paused.add_metric([queue], 1 if queue in paused_queues else 0)
         yield queue_paused
         type_paused = GaugeMetricFamily("jobs_type_paused", "1 while the job type is paused.", labels=["type"])
         held_now = GaugeMetricFamily("jobs_held_now", "Jobs held back now by a pause or a limit.", labels=["type"])
         for job_type in types:
-            type_paused.add_metric([job_type], 1 if job_type in paused_types else 0)
+            if paused_types is not None:
+                type_paused.add_metric([job_type], 1 if job_type in paused_types else 0)
             held_now.add_metric([job_type], held.get(job_type, 0))
         yield type_paused
         yield held_now
