@@ -1,4 +1,5 @@
-"""The operator console: jobs, their timelines, API keys, and the dashboard."""
+"""The operator console: jobs, their timelines, API keys, schedules, job types and queues (pause, limits), and the
+dashboard."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from . import selectors, services
 from .api.throttling import LoginFailureThrottle
 from .exceptions import InvalidTransition
 from .handlers import get_job_type, job_type_names
-from .models import ApiKey, Job, JobStatus, Schedule
+from .models import ApiKey, FlowAuditEvent, Job, JobStatus, JobTypeSettings, QueueState, Schedule
 
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
@@ -411,3 +412,150 @@ class ScheduleAdmin(admin.ModelAdmin):
         for schedule in queryset:
             services.schedule_trigger(schedule, actor=admin_actor(request))
         self.message_user(request, f"Submitted a job for {len(queryset)} schedule(s).", messages.SUCCESS)
+
+
+# --------------------------------------------------------------------------- flow control: job types and queues
+
+
+class JobTypeSettingsForm(forms.ModelForm):
+    """A limit applies from here only with its "overridden" box ticked (then empty means no limit); unticked,
+    the job type's declared limit applies."""
+
+    class Meta:
+        model = JobTypeSettings
+        fields = ["paused", "max_concurrency_overridden", "max_concurrency", "rate_overridden", "rate"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("rate") == "":
+            cleaned["rate"] = None
+        return cleaned
+
+
+@admin.register(JobTypeSettings)
+class JobTypeSettingsAdmin(admin.ModelAdmin):
+    form = JobTypeSettingsForm
+    list_display = ["name", "paused", "max_concurrency_in_effect", "rate_in_effect", "limit_by", "held"]
+    list_filter = ["paused"]
+    readonly_fields = ["name", "declared", "limit_by"]
+    actions = ["pause_selected", "resume_selected"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # every registered job type has its row (see changelist_view)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("name", "declared", "limit_by", *JobTypeSettingsForm.Meta.fields)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        services.job_types_ensure()
+        return super().changelist_view(request, extra_context)
+
+    def save_model(
+        self, request: HttpRequest, obj: JobTypeSettings, form: ModelForm[JobTypeSettings], change: bool
+    ) -> None:
+        data, changed = form.cleaned_data, set(form.changed_data)
+        changes: dict[str, Any] = {}
+        reset = []
+        for limit in ("max_concurrency", "rate"):
+            if data[f"{limit}_overridden"]:
+                if changed & {limit, f"{limit}_overridden"}:
+                    changes[limit] = data[limit]
+            elif f"{limit}_overridden" in changed:
+                reset.append(limit)
+        if "paused" in changed:
+            changes["paused"] = data["paused"]
+        if changes or reset:
+            services.job_type_update(name=obj.name, changes=changes, reset=reset, actor=admin_actor(request))
+
+    def _policy(self, row: JobTypeSettings) -> services.Policy:
+        return services.policy(row.name, row)
+
+    @admin.display(description="max concurrency")
+    def max_concurrency_in_effect(self, row: JobTypeSettings) -> str:
+        value = self._policy(row).max_concurrency
+        return "—" if value is None else str(value)
+
+    @admin.display(description="rate")
+    def rate_in_effect(self, row: JobTypeSettings) -> str:
+        return self._policy(row).rate or "—"
+
+    @admin.display(description="limit by")
+    def limit_by(self, row: JobTypeSettings) -> str:
+        return self._policy(row).limit_by or "—"
+
+    @admin.display(description="declared limits")
+    def declared(self, row: JobTypeSettings) -> str:
+        declared = services.policy(row.name, None)
+        return f"max concurrency {declared.max_concurrency or '—'}, rate {declared.rate or '—'}"
+
+    @admin.display(description="held now")
+    def held(self, row: JobTypeSettings) -> int | None:
+        return selectors.held_count(row.name)
+
+    @admin.action(description="Pause selected job types", permissions=["change"])
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[JobTypeSettings]) -> None:
+        self._set_paused(request, queryset, paused=True)
+
+    @admin.action(description="Resume selected job types", permissions=["change"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[JobTypeSettings]) -> None:
+        self._set_paused(request, queryset, paused=False)
+
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet[JobTypeSettings], *, paused: bool) -> None:
+        done = 0
+        for row in queryset:
+            try:
+                services.job_type_update(name=row.name, changes={"paused": paused}, actor=admin_actor(request))
+                done += 1
+            except services.UnknownName:
+                self.message_user(request, f"{row.name}: no such job type is registered.", messages.WARNING)
+        self.message_user(request, f"{'Paused' if paused else 'Resumed'} {done} job type(s).", messages.SUCCESS)
+
+
+@admin.register(QueueState)
+class QueueStateAdmin(admin.ModelAdmin):
+    list_display = ["name", "paused", "updated_at"]
+    readonly_fields = ["name", "paused", "updated_at"]
+    actions = ["pause_selected", "resume_selected"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the configured queues (SENTINELFLOW_QUEUES) have theirs
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QueueState]:
+        return super().get_queryset(request).filter(name__in=settings.SENTINELFLOW_QUEUES)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        services.job_types_ensure()
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Pause selected queues", permissions=["change"])
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[QueueState]) -> None:
+        for queue in queryset:
+            services.queue_set_paused(name=queue.name, paused=True, actor=admin_actor(request))
+        self.message_user(request, f"Paused {len(queryset)} queue(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume selected queues", permissions=["change"])
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[QueueState]) -> None:
+        for queue in queryset:
+            services.queue_set_paused(name=queue.name, paused=False, actor=admin_actor(request))
+        self.message_user(request, f"Resumed {len(queryset)} queue(s).", messages.SUCCESS)
+
+
+@admin.register(FlowAuditEvent)
+class FlowAuditEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "kind", "target", "details"]
+    list_filter = ["kind", "action"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -38,6 +38,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
     "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
     "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
+    "jobs_held_total": ("Runs held back (the job waits): paused type, concurrency or rate limit.", ("type", "reason")),
 }
 HISTOGRAMS: dict[str, str] = {
     "job_duration_seconds": "Run time of one attempt.",
@@ -48,6 +49,7 @@ HISTOGRAMS: dict[str, str] = {
 HISTOGRAM_LABELS: dict[str, str] = {"schedule_lag_seconds": "schedule"}
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 RETRY_REASONS = ("auto", "manual", "recovered")
+HELD_REASONS = ("paused", "concurrency", "rate")
 WORKERS_KEY = "rq:workers"
 
 
@@ -181,6 +183,39 @@ class JobMetricsCollector:
             depth.add_metric([queue], count)
         yield depth
         yield GaugeMetricFamily("jobs_workers", "Live RQ workers.", value=workers)
+        yield from self._flow_gauges(queues, types)
+
+    @staticmethod
+    def _flow_gauges(queues: list[str], types: list[str]) -> Iterator[Metric]:
+        """Paused queues and types (from the database, where the pause is kept) and the jobs held now (Redis)."""
+        from .models import JobTypeSettings, QueueState
+
+        # None: unknown (the database did not answer): no samples rather than a false "not paused".
+        paused_queues: set[str] | None = None
+        paused_types: set[str] | None = None
+        held: dict[str, int] = {}
+        try:
+            paused_queues = set(QueueState.objects.filter(paused=True).values_list("name", flat=True))
+            paused_types = set(JobTypeSettings.objects.filter(paused=True).values_list("name", flat=True))
+        except Exception as error:  # noqa: BLE001 - a scrape answers whatever fails (DatabaseError, no database at all)
+            logger.warning("pause gauges unavailable, the database did not answer: %s", error)
+        try:
+            held = redis_store.held_counts(types)
+        except RedisError as error:
+            logger.warning("held gauge unavailable, Redis down: %s", error)
+        queue_paused = GaugeMetricFamily("jobs_queue_paused", "1 while the queue is paused.", labels=["queue"])
+        if paused_queues is not None:
+            for queue in queues:
+                queue_paused.add_metric([queue], 1 if queue in paused_queues else 0)
+        yield queue_paused
+        type_paused = GaugeMetricFamily("jobs_type_paused", "1 while the job type is paused.", labels=["type"])
+        held_now = GaugeMetricFamily("jobs_held_now", "Jobs held back now by a pause or a limit.", labels=["type"])
+        for job_type in types:
+            if paused_types is not None:
+                type_paused.add_metric([job_type], 1 if job_type in paused_types else 0)
+            held_now.add_metric([job_type], held.get(job_type, 0))
+        yield type_paused
+        yield held_now
 
     @staticmethod
     def _counter(
@@ -200,7 +235,8 @@ class JobMetricsCollector:
             elif label_names == ("type", "queue"):
                 totals.update({(job_type, queue): 0 for queue in queues})
             elif label_names == ("type", "reason"):
-                totals.update({(job_type, reason): 0 for reason in RETRY_REASONS})
+                reasons = HELD_REASONS if name == "jobs_held_total" else RETRY_REASONS
+                totals.update({(job_type, reason): 0 for reason in reasons})
         for field, count in values.items():
             totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
         for labels, total in sorted(totals.items()):

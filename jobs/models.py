@@ -225,3 +225,72 @@ class Schedule(models.Model):
     @property
     def expression(self) -> str:
         return f"{self.cron} ({self.timezone})" if self.cron else f"every {self.interval} s"
+
+
+# --------------------------------------------------------------------------- flow control (pause, limits)
+
+# A rate: a count per second, minute or hour ("10/s", "100/m", "1000/h").
+RATE_PATTERN = r"^[1-9][0-9]{0,8}/[smh]$"
+validate_rate = RegexValidator(RATE_PATTERN, 'A rate is a count per second, minute or hour: "10/s", "100/m", "1000/h".')
+
+
+class JobTypeSettings(models.Model):
+    """Runtime overrides of a job type's declared flow control (jobs.handlers.job_type), and its pause.
+
+    A limit applies from here only when its `*_overridden` flag is set, so that an override may also
+    remove a declared limit (`null`); otherwise the declared value applies.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    max_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="Runs at once; empty: no limit.")
+    max_concurrency_overridden = models.BooleanField(default=False, help_text="Use the value here, not the declared.")
+    rate = models.CharField(
+        max_length=16, null=True, blank=True, validators=[validate_rate], help_text="e.g. 10/s, 100/m; empty: no limit."
+    )
+    rate_overridden = models.BooleanField(default=False, help_text="Use the value here, not the declared.")
+    paused = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "job type"
+        verbose_name_plural = "job types"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QueueState(models.Model):
+    """Whether a configured queue is paused (workers then take nothing from it; its jobs stay in Redis)."""
+
+    name = models.CharField(max_length=32, unique=True)
+    paused = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "queue"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FlowAuditEvent(models.Model):
+    """Who paused, resumed or changed the limits of a queue or a job type, and when."""
+
+    class Kind(models.TextChoices):
+        QUEUE = "queue"
+        TYPE = "type"
+
+    at = models.DateTimeField(default=_now, db_index=True)
+    actor = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(max_length=64)
+    action = models.CharField(max_length=16)  # pause, resume, limits
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.kind} {self.target}"

@@ -215,3 +215,28 @@ def compare_and_delete(client: Redis, key: str, token: str) -> bool:
             return True
         except WatchError:
             return False  # it changed meanwhile: someone else holds it now
+
+
+# --------------------------------------------------------------------------- flow control keys
+
+# jobs.worker.limits: a sorted set of the runs holding a concurrency slot (scored by when the slot lapses),
+# a GCRA "theoretical arrival time" per rate limit, and per job type the jobs held back (scored by the
+# time they wait until), counted by GET /types and the jobs_held gauge.
+FLOW_PREFIX = "sentinelflow:flow:"
+# A held job is held again each time it comes back while its limit still holds: one whose hold ended
+# longer ago than this is back in its queue (or ran, or was cancelled) and no longer counts as held.
+HELD_STALE_SECONDS = 5
+
+
+def held_key(job_type: str) -> str:
+    return f"{FLOW_PREFIX}held:{job_type}"
+
+
+def held_counts(job_types: list[str], client: Redis | None = None) -> dict[str, int]:
+    """How many jobs of each type a limit or a pause holds back now (one pipeline)."""
+    client = client or connection()
+    since = time.time() - HELD_STALE_SECONDS
+    pipe = client.pipeline(transaction=False)
+    for name in job_types:
+        pipe.zcount(held_key(name), since, "+inf")
+    return {name: int(count) for name, count in zip(job_types, pipe.execute(), strict=True)}

@@ -183,3 +183,94 @@ def _p95_run_time_by_type(since: datetime) -> list[dict[str, Any]]:
         p95 = values[min(len(values) - 1, math.ceil(0.95 * len(values)) - 1)]
         result.append({"type": job_type, "p95": p95, "runs": len(values)})
     return result
+
+
+# --------------------------------------------------------------------------- flow control (GET /types, /queues)
+
+
+def job_types_overview() -> list[dict[str, Any]]:
+    """Every registered job type with its flow control in effect, what was declared, and the jobs held now."""
+    from .handlers import REGISTRY
+    from .handlers.flow import policy
+    from .models import JobTypeSettings
+
+    rows = {row.name: row for row in JobTypeSettings.objects.all()}
+    names = job_type_names()
+    try:
+        held = redis_store.held_counts(names)
+    except RedisError:
+        held = {}
+    overview = []
+    for name in names:
+        row, declared = rows.get(name), REGISTRY[name]
+        effective = policy(name, row)
+        overview.append(
+            {
+                "name": name,
+                "max_concurrency": effective.max_concurrency,
+                "rate": effective.rate,
+                "limit_by": effective.limit_by,
+                "paused": effective.paused,
+                "held": held.get(name),
+                "declared": {"max_concurrency": declared.max_concurrency, "rate": declared.rate},
+                "overridden": sorted(
+                    field
+                    for field, flag in (
+                        ("max_concurrency", row and row.max_concurrency_overridden),
+                        ("rate", row and row.rate_overridden),
+                    )
+                    if flag
+                ),
+                "updated_at": row.updated_at if row else None,
+            }
+        )
+    return overview
+
+
+def held_count(job_type: str) -> int | None:
+    try:
+        return redis_store.held_counts([job_type]).get(job_type)
+    except RedisError:
+        return None
+
+
+def job_type_overview(name: str) -> dict[str, Any] | None:
+    return next((entry for entry in job_types_overview() if entry["name"] == name), None)
+
+
+def queues_overview() -> list[dict[str, Any]]:
+    """Each configured queue: depth, paused, the age of the job at its head, live workers listening, jobs scheduled
+    (run_at, retries, held back by a limit). Redis down: the Redis numbers are null."""
+    from rq.worker_registration import get_keys
+
+    from .models import QueueState
+
+    paused = set(QueueState.objects.filter(paused=True).values_list("name", flat=True))
+    client = redis_store.connection()
+    overview = []
+    for name in settings.SENTINELFLOW_QUEUES:
+        entry: dict[str, Any] = {"name": name, "paused": name in paused}
+        try:
+            queue = redis_store.queue(name)
+            pipe = client.pipeline(transaction=False)
+            pipe.llen(queue.key)
+            pipe.lindex(queue.key, 0)
+            pipe.zcard(queue.scheduled_job_registry.key)
+            depth, head, scheduled = pipe.execute()
+            enqueued = client.hget(f"rq:job:{bytes(head).decode()}", "enqueued_at") if head else None
+            workers = list(get_keys(queue, connection=client))
+            pipe = client.pipeline(transaction=False)
+            for key in workers:
+                pipe.exists(key)
+            live = sum(pipe.execute()) if workers else 0
+            age = None
+            if enqueued:
+                text = enqueued.decode() if isinstance(enqueued, bytes) else str(enqueued)
+                since = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+                age = max(0.0, round((timezone.now() - since).total_seconds(), 3))
+            entry.update(depth=depth, oldest_age_seconds=age, workers=live, scheduled=scheduled)
+        except (RedisError, ValueError):
+            entry.update(depth=None, oldest_age_seconds=None, workers=None, scheduled=None)
+        overview.append(entry)
+    return overview

@@ -1,6 +1,7 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from .flow import JobTypeDetailView, JobTypeListView, QueueListView, QueuePauseView, QueueResumeView
 from .health import HealthView, ReadinessView
 from .schedules import ScheduleViewSet
 from .views import JobViewSet, metrics_view
@@ -15,5 +16,10 @@ urlpatterns = [
     re_path(r"^healthz/?$", HealthView.as_view(), name="healthz"),
     re_path(r"^readyz/?$", ReadinessView.as_view(), name="readyz"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    re_path(r"^types/?$", JobTypeListView.as_view(), name="job-types"),
+    re_path(r"^types/(?P<name>[^/]{1,200})/?$", JobTypeDetailView.as_view(), name="job-type"),
+    re_path(r"^queues/?$", QueueListView.as_view(), name="queues"),
+    re_path(r"^queues/(?P<name>[^/]{1,200})/pause/?$", QueuePauseView.as_view(), name="queue-pause"),
+    re_path(r"^queues/(?P<name>[^/]{1,200})/resume/?$", QueueResumeView.as_view(), name="queue-resume"),
     *router.urls,
 ]

@@ -21,6 +21,7 @@ takes, nor resolves, a task's path.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from rest_framework import serializers
 
 from .django_task import TaskPayload, is_task_path, run_task
 
+# A rate as job types and PATCH /types/{name} write it (the same pattern as jobs.models.RATE_PATTERN).
+RATE = re.compile(r"[1-9][0-9]{0,8}/[smh]")
 BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
 
 
@@ -52,6 +55,12 @@ class JobType:
     # Payload fields hidden from readers without the read scope; None: every field (the default, so a
     # new job type leaks nothing until it says which fields are harmless).
     secret_fields: frozenset[str] | None = None
+    # Flow control as declared (jobs.services.flow; the admin and PATCH /types/{name} may override the
+    # limits): runs at once across every worker, a rate ("10/s", "100/m", "1000/h"), and the payload
+    # field whose values each get limits of their own (per customer, per domain).
+    max_concurrency: int | None = None
+    rate: str | None = None
+    limit_by: str | None = None
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -61,19 +70,38 @@ Handler = Callable[[dict[str, Any], JobContext], Any]
 
 
 def job_type(
-    name: str, *, payload_serializer: type[serializers.Serializer[Any]], secret_fields: Iterable[str] | None = None
+    name: str,
+    *,
+    payload_serializer: type[serializers.Serializer[Any]],
+    secret_fields: Iterable[str] | None = None,
+    max_concurrency: int | None = None,
+    rate: str | None = None,
+    limit_by: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of job type `name`.
 
     `secret_fields` names the payload fields that anonymous readers must not see (see
-    JobSerializer); left out, the whole payload is hidden from them.
+    JobSerializer); left out, the whole payload is hidden from them. `max_concurrency`, `rate` and
+    `limit_by` declare the type's flow control (see JobType).
     """
     secrets = None if secret_fields is None else frozenset(secret_fields)
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ImproperlyConfigured(f"job type {name!r}: max_concurrency must be at least 1")
+    if rate is not None and not RATE.fullmatch(rate):
+        raise ImproperlyConfigured(f'job type {name!r}: rate {rate!r} is not a count per s, m or h ("10/s")')
 
     def register(run: Handler) -> Handler:
         if name in REGISTRY and REGISTRY[name].run is not run:
             raise ValueError(f"job type {name!r} is already registered")
-        REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer, secret_fields=secrets)
+        REGISTRY[name] = JobType(
+            name=name,
+            run=run,
+            payload_serializer=payload_serializer,
+            secret_fields=secrets,
+            max_concurrency=max_concurrency,
+            rate=rate,
+            limit_by=limit_by,
+        )
         return run
 
     return register

@@ -10,14 +10,26 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- flow: pause and resume queues and job types, their limits (audited), the state workers read;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
 """
 
 from ..exceptions import PermanentJobError
+from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
 from .enqueue import RUN_JOB
+from .flow import (
+    TYPE_SETTING_FIELDS,
+    FlowState,
+    UnknownName,
+    flow_state,
+    forget_flow_state,
+    job_type_update,
+    job_types_ensure,
+    queue_set_paused,
+)
 from .lifecycle import (
     attempts_spent,
     format_error,
@@ -50,12 +62,18 @@ __all__ = [
     "RUNNABLE_STATUSES",
     "RUN_JOB",
     "START_RECORD_AFTER",
+    "TYPE_SETTING_FIELDS",
+    "FlowState",
     "PermanentJobError",
+    "Policy",
+    "UnknownName",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
     "cancelled_among",
+    "flow_state",
+    "forget_flow_state",
     "format_error",
     "hash_api_key_secret",
     "job_cancel",
@@ -68,7 +86,11 @@ __all__ = [
     "job_submit",
     "job_submit_batch",
     "job_succeed",
+    "job_type_update",
+    "job_types_ensure",
     "now",
+    "policy",
+    "queue_set_paused",
     "request_fingerprint",
     "retry_backoff",
     "run_begin",
@@ -85,4 +107,5 @@ __all__ = [
     "schedules_fire_due",
     "timing_errors",
     "upcoming_ticks",
+    "valid_rate",
 ]

@@ -39,6 +39,7 @@ from .. import metrics, redis_store, services
 from ..models import Job
 from ..services.runs import Run
 from ..store.records import RunOutcome
+from . import limits
 
 if TYPE_CHECKING:
     from .workers import Worker
@@ -64,6 +65,7 @@ class Taken:
     lease: redis_store.JobLease
     rq_job_exists: bool = True
     foreign: bool = False  # an RQ job that is not a sentinelflow job: run by RQ's own code
+    slot_key: str | None = None  # the concurrency slot its run holds (jobs.worker.limits)
 
 
 @dataclass
@@ -120,12 +122,23 @@ def take(worker: Worker, count: int, block_seconds: float | None) -> list[Taken]
     """Pop up to `count` jobs from the first non-empty queue; wait up to `block_seconds` for one
     when all are empty (None: do not wait). Reads their RQ jobs and takes their leases."""
     connection = worker.connection
-    queues = {queue.key: queue for queue in worker.queues}
+    # Paused queues (services.flow_state, cached a second) are left alone: their jobs wait where they are.
+    paused = services.flow_state().paused_queues
+    queues = {queue.key: queue for queue in worker.queues if queue.name not in paused}
+    if not queues:
+        if block_seconds:
+            worker.set_state("idle")
+            time.sleep(min(block_seconds, services.flow.FLOW_STATE_TTL))
+        return []
     popped = _pop(worker, list(queues), count, block_seconds)
     if not popped:
         return []
     key, ids = popped
     queue = queues[key]
+    if queue.name in services.flow_state().paused_queues:
+        # Paused while this worker waited on it: back to the head of the queue, in order, untouched.
+        connection.lpush(key, *reversed(ids))
+        return []
     taken = [Taken(job_id=rq_id.decode(), queue=queue, lease=redis_store.JobLease(rq_id.decode())) for rq_id in ids]
     with connection.pipeline(transaction=False) as pipe:
         for item in taken:
@@ -204,6 +217,7 @@ def write_outcomes(worker: Worker, pending: list[tuple[Taken, RunOutcome]], skip
                 rq_done(pipe, taken, retry_in=None, ended=ended, worker_name=worker.name, finished=finished)
                 taken.lease.let_expire()
             for taken, outcome in pending:
+                limits.release(pipe, taken.slot_key, taken.job_id)
                 retry_in = outcome.retry_in if outcome.job.pk in moved else None
                 rq_done(pipe, taken, retry_in=retry_in, ended=ended, worker_name=worker.name, finished=finished)
                 # The row is durable: the lease may lapse (a retry pushed back at once is another run's).

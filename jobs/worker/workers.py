@@ -47,7 +47,7 @@ from .. import services
 from ..models import Job
 from ..services.runs import Run
 from ..tasks import CANCELLED_RUN, call_handler
-from . import batches
+from . import batches, limits
 from .batches import Batch, Taken
 
 logger = logging.getLogger(__name__)
@@ -301,6 +301,8 @@ class Worker(SimpleWorker):
         ran, run_seconds = 0, 0.0
         try:
             while not self._stop_requested and (next_run := batch.next_run()) is not None:
+                if not self._may_run(*next_run):
+                    continue  # held back: it waits in the scheduled registry (jobs.worker.limits)
                 began = time.monotonic()
                 self._run_one(batch, *next_run)
                 run_seconds += time.monotonic() - began
@@ -317,6 +319,24 @@ class Worker(SimpleWorker):
                 ran += 1
         self._state = WorkerStatus.IDLE
         return ran
+
+    def _may_run(self, taken: Taken, job: Job) -> bool:
+        """Whether the job's type lets it run now (paused, concurrency, rate); holds it back when not. No Redis
+        round trip for a type without limits (the flow state is cached per process)."""
+        policy = services.flow_state().policy_for(job.type)
+        if policy is None or not taken.rq_job_exists:
+            return True
+        try:
+            decision = limits.acquire(self.connection, policy, job, taken.job_id)
+        except Exception:
+            # Neither run nor held: its lease lapses and the sentinel puts it back (its row says `queued`).
+            taken.lease.let_expire()
+            raise
+        if decision.go:
+            taken.slot_key = decision.slot_key
+            return True
+        limits.hold(self.connection, taken, job, decision)
+        return False
 
     def _run_one(self, batch: Batch, taken: Taken, job: Job) -> None:
         run = services.run_begin(job, actor=f"worker:{self.name}")
