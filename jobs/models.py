@@ -71,6 +71,8 @@ class Job(models.Model):
             models.Index(fields=["queue", "-id"], name="job_queue_id"),
             models.Index(fields=["created_at"], name="job_created_at"),
             models.Index(fields=["schedule", "-id"], name="job_schedule_id"),
+            # Retention finds finished jobs past their age by status and finish time.
+            models.Index(fields=["status", "finished_at"], name="job_status_finished"),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- retention: delete finished jobs past their age, in bounded batches;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -29,6 +30,7 @@ from .lifecycle import (
     retry_backoff,
 )
 from .repairs import RESTORABLE_STATUSES, job_enqueue, job_recover, job_restore
+from .retention import PruneReport, jobs_prune, jobs_prune_count, prunable_jobs
 from .runs import START_RECORD_AFTER, cancelled_among, run_begin, run_outcome, run_record_start, runs_claim, runs_finish
 from .schedules import (
     schedule_create,
@@ -51,6 +53,7 @@ __all__ = [
     "RUN_JOB",
     "START_RECORD_AFTER",
     "PermanentJobError",
+    "PruneReport",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
@@ -68,7 +71,10 @@ __all__ = [
     "job_submit",
     "job_submit_batch",
     "job_succeed",
+    "jobs_prune",
+    "jobs_prune_count",
     "now",
+    "prunable_jobs",
     "request_fingerprint",
     "retry_backoff",
     "run_begin",

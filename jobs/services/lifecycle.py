@@ -204,7 +204,22 @@ def format_error(error: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    """The result as stored: JSON (or its repr), and never more than MAX_RESULT_BYTES (see bounded_result)."""
     try:
-        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+        text = json.dumps(value, cls=DjangoJSONEncoder)
     except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(repr(value))
+    return bounded_result(text)
+
+
+def bounded_result(text: str) -> Any:
+    """A result's JSON text as stored: itself, or a marker when it is larger than MAX_RESULT_BYTES.
+
+    The marker keeps the size and the start of the text, so a reader sees what was dropped and why;
+    a large result fills neither the row, nor every list page, nor the callback that carries it.
+    """
+    size = len(text.encode())
+    limit = settings.SENTINELFLOW_MAX_RESULT_BYTES
+    if size <= limit:
+        return json.loads(text)
+    return {"truncated": True, "size_bytes": size, "limit_bytes": limit, "preview": text[: min(limit, 1000) // 4]}
