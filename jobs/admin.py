@@ -13,10 +13,10 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -28,6 +28,7 @@ from .exceptions import InvalidTransition
 from .handlers import get_job_type, job_type_names
 from .models import ApiKey, Job, JobStatus, Schedule
 
+FAILURE_GROUPS_SHOWN = 200
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
     JobStatus.SCHEDULED: "#6f42c1",
@@ -183,7 +184,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # `schedule`: the link from a schedule to its jobs.
-        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at", "schedule"}))
+        # `error_fingerprint`: the link from a failure group to its jobs.
+        allowed = filter_lookup_allowed(
+            lookup, frozenset({"status", "type", "queue", "created_at", "schedule", "error_fingerprint"})
+        )
         return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(
@@ -247,7 +251,40 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = self.admin_site.admin_view(self.dashboard_view)
-        return [path("dashboard/", dashboard, name="jobs_dashboard"), *super().get_urls()]
+        failures = self.admin_site.admin_view(self.failure_groups_view)
+        return [
+            path("dashboard/", dashboard, name="jobs_dashboard"),
+            path("failures/", failures, name="jobs_failure_groups"),
+            *super().get_urls(),
+        ]
+
+    def failure_groups_view(self, request: HttpRequest) -> HttpResponse:
+        """Failed jobs grouped by type and error fingerprint; POST retries one group (jobs.retry_job)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not self.has_retry_permission(request):
+                raise PermissionDenied
+            job_type, fingerprint = request.POST.get("type", ""), request.POST.get("fingerprint", "")
+            retried = services.failure_group_retry(
+                job_type=job_type, fingerprint=fingerprint, actor=admin_actor(request)
+            )
+            self.message_user(
+                request, f"Retried {retried} failed job(s) of {job_type} / {fingerprint}.", messages.SUCCESS
+            )
+            return HttpResponseRedirect(reverse("admin:jobs_failure_groups"))
+        changelist = reverse("admin:jobs_job_changelist")
+        groups = selectors.failure_groups(limit=FAILURE_GROUPS_SHOWN)
+        for group in groups:
+            query = {"status": JobStatus.FAILED, "type": group["type"], "error_fingerprint": group["fingerprint"]}
+            group["jobs_url"] = f"{changelist}?{urlencode(query)}"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Failure groups",
+            "groups": groups,
+            "can_retry": self.has_retry_permission(request),
+        }
+        return TemplateResponse(request, "admin/jobs/failure_groups.html", context)
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         context = {

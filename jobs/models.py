@@ -48,6 +48,8 @@ class Job(models.Model):
     schedule = models.CharField(max_length=64, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # The failure's class and stable message, hashed (jobs.services.fingerprints): failures group by it.
+    error_fingerprint = models.CharField(max_length=16, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -73,6 +75,8 @@ class Job(models.Model):
             models.Index(fields=["schedule", "-id"], name="job_schedule_id"),
             # Retention finds finished jobs past their age by status and finish time.
             models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+            # Failure groups: GROUP BY type, fingerprint over the failed jobs.
+            models.Index(fields=["status", "type", "error_fingerprint"], name="job_failure_group"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from .failures import FailureGroupsView
 from .health import HealthView, ReadinessView
 from .schedules import ScheduleViewSet
 from .views import JobViewSet, metrics_view
@@ -15,5 +16,6 @@ urlpatterns = [
     re_path(r"^healthz/?$", HealthView.as_view(), name="healthz"),
     re_path(r"^readyz/?$", ReadinessView.as_view(), name="readyz"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    re_path(r"^failures/?$", FailureGroupsView.as_view(), name="failures"),
     *router.urls,
 ]

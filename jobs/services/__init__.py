@@ -10,6 +10,7 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- failures: retry a failure group (type and error fingerprint);
 - retention: delete finished jobs past their age, in bounded batches;
 - api_keys: create, revoke, touch.
 
@@ -19,6 +20,8 @@ lifecycle rule lives here once:
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
 from .enqueue import RUN_JOB
+from .failures import failure_group_retry
+from .fingerprints import error_fingerprint, fingerprint
 from .lifecycle import (
     attempts_spent,
     format_error,
@@ -59,6 +62,9 @@ __all__ = [
     "api_key_touch",
     "attempts_spent",
     "cancelled_among",
+    "error_fingerprint",
+    "failure_group_retry",
+    "fingerprint",
     "format_error",
     "hash_api_key_secret",
     "job_cancel",

@@ -33,6 +33,7 @@ from ..exceptions import InvalidTransition, PermanentJobError
 from ..models import Job
 from . import transitions
 from .enqueue import push, remove_from_redis
+from .fingerprints import error_fingerprint
 from .transitions import RUNNABLE_STATUSES, S, transition
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def job_fail_attempt(
             expect_attempts=job.attempts,
             refresh=False,
             error=text,
+            error_fingerprint=error_fingerprint(error),
             finished_at=finished_at,
             **next_run,
         )

@@ -20,6 +20,7 @@ from ..exceptions import InvalidTransition
 from ..models import Job
 from . import transitions
 from .enqueue import push
+from .fingerprints import fingerprint
 from .lifecycle import attempts_spent
 from .transitions import S, transition
 
@@ -56,6 +57,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
             sources=[S.STARTED],
             expect_attempts=job.attempts,
             error=f"{lost} No retries left.",
+            error_fingerprint=fingerprint("LostRun", reason),
             finished_at=transitions.now(),
         )
         logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)

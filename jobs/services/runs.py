@@ -32,6 +32,7 @@ from ..exceptions import PermanentJobError
 from ..models import Job
 from ..store.records import RunOutcome
 from . import transitions
+from .fingerprints import error_fingerprint
 from .lifecycle import _jsonable, attempts_spent, count_start, format_error, retry_backoff
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, S
 
@@ -115,7 +116,7 @@ def run_outcome(run: Run, *, result: Any = None, error: BaseException | None = N
         outcome.changes = {"result": _jsonable(result)}
         return outcome
     retry = not isinstance(error, PermanentJobError) and not attempts_spent(job)
-    outcome.changes = {"error": format_error(error)}
+    outcome.changes = {"error": format_error(error), "error_fingerprint": error_fingerprint(error)}
     outcome.target = S.RETRYING if retry else S.FAILED
     if retry:
         outcome.retry_in = retry_backoff(job.attempts - job.budget_start)
