@@ -143,6 +143,9 @@ JOB_FIELDS = (
     "idempotency_key",
     "schedule",
     "submitted_by",
+    "callback_url",
+    "callback_status",
+    "callback_attempts",
     "created_at",
     "enqueued_at",
     "started_at",
@@ -232,19 +235,21 @@ class JobAdmin(admin.ModelAdmin):
         # One query for all the job's events, whatever their number.
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
                     event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z",
                     event.from_status or "—",
                     event.to_status,
                     event.actor,
+                    event.note,
                 )
                 for event in job.events.all()
             ),
         )
         return format_html(
-            '<table class="sf-timeline"><thead><tr><th>when (UTC)</th><th>from</th><th>to</th><th>by</th></tr>'
+            '<table class="sf-timeline"><thead><tr><th>when (UTC)</th><th>from</th><th>to</th><th>by</th>'
+            "<th>note</th></tr>"
             "</thead><tbody>{}</tbody></table>",
             rows,
         )
@@ -325,7 +330,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             format_html(
-                "API key created. Copy it now, it will not be shown again: <code id='sf-new-key'>{}</code>", full_key
+                "API key created. Copy it now, it will not be shown again: <code id='sf-new-key'>{}</code>. "
+                "Its signing secret for completion callbacks (shown once too): <code id='sf-signing-secret'>{}</code>",
+                full_key,
+                key.signing_secret,
             ),
             messages.SUCCESS,
         )

@@ -38,6 +38,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
     "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
     "jobs_pruned_total": ("Finished jobs deleted by retention (with their timelines).", ("type", "status")),
+    "jobs_callback_attempts_total": (
+        "Completion callback attempts by outcome: delivered, retrying, gave_up.",
+        ("type", "outcome"),
+    ),
     "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
 }
 HISTOGRAMS: dict[str, str] = {

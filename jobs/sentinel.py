@@ -13,7 +13,9 @@ The database row is the record; Redis only holds a job's place in a queue. One p
 3. restores `queued`, `scheduled` and `retrying` jobs that Redis lost (FLUSHALL, a restart
    without persistence): no RQ job, or an RQ job in neither its queue nor its scheduled
    registry, and no run holding its lease (services.job_restore);
-4. prunes finished jobs past their retention age (services.jobs_prune): RETENTION_BATCH_SIZE rows
+4. enqueues the completion callbacks that are due (services.callbacks_due): retries after their
+   backoff, and attempts whose RQ job or process was lost;
+5. prunes finished jobs past their retention age (services.jobs_prune): RETENTION_BATCH_SIZE rows
    per transaction, at most RETENTION_PER_PASS per pass, so neither the table nor the pass stalls.
 
 A job is only judged lost when it looks lost twice, CONFIRM_DELAY apart, with its row
@@ -77,18 +79,20 @@ class PassReport:
     failed: int = 0
     restored: int = 0
     scheduled: int = 0
+    callbacks: int = 0
     pruned: int = 0
     seconds: float = 0.0
 
     @property
     def acted(self) -> bool:
-        return bool(self.enqueued or self.recovered or self.failed or self.restored or self.scheduled or self.pruned)
+        done = (self.enqueued, self.recovered, self.failed, self.restored, self.scheduled, self.callbacks, self.pruned)
+        return any(done)
 
     def summary(self) -> str:
         return (
             f"enqueued {self.enqueued} pending, recovered {self.recovered}, failed {self.failed} (attempts spent), "
             f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules, "
-            f"pruned {self.pruned} past retention "
+            f"sent {self.callbacks} callback attempts, pruned {self.pruned} past retention "
             f"in {self.seconds:.2f} s"
         )
 
@@ -126,6 +130,7 @@ class Sentinel:
             report.scheduled = services.schedules_fire_due()
             self._refresh_lock()
             self._repair_lost(report)
+            report.callbacks = services.callbacks_due()
             self._prune(report)
         except LockLost:
             logger.warning("sentinel: lock lost mid-pass; the other sentinel carries on")

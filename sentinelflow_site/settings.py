@@ -266,6 +266,10 @@ SENTINELFLOW_RETENTION_BY_TYPE = env_days_by_type("RETENTION_BY_TYPE")
 # Rows per DELETE (short transactions keep the table responsive) and per sentinel pass (the pass stays short).
 SENTINELFLOW_RETENTION_BATCH_SIZE = int(env_number("RETENTION_BATCH_SIZE", 1000, minimum=1))
 SENTINELFLOW_RETENTION_PER_PASS = int(env_number("RETENTION_PER_PASS", 20_000, minimum=0))
+# Completion callbacks: attempts per job (then given up), and the backoff between them (base * 2**(n-1), capped).
+SENTINELFLOW_CALLBACK_MAX_ATTEMPTS = int(env_number("CALLBACK_MAX_ATTEMPTS", 8, minimum=1))
+SENTINELFLOW_CALLBACK_BACKOFF_BASE = env_number("CALLBACK_BACKOFF_BASE", 5, integer=False)
+SENTINELFLOW_CALLBACK_BACKOFF_MAX = env_number("CALLBACK_BACKOFF_MAX", 3600, integer=False)
 # A result whose JSON is larger than this is stored as a marker ({"truncated": true, ...}), never in full.
 SENTINELFLOW_MAX_RESULT_BYTES = int(env_number("MAX_RESULT_BYTES", 262_144, minimum=1))
 

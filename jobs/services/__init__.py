@@ -10,6 +10,7 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- callbacks: signed completion callbacks, their attempts and retries;
 - failures: retry a failure group (type and error fingerprint);
 - retention: delete finished jobs past their age, in bounded batches;
 - api_keys: create, revoke, touch.
@@ -19,6 +20,7 @@ lifecycle rule lives here once:
 
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .callbacks import callback_deliver, callbacks_due, signature, signing_key_for
 from .enqueue import RUN_JOB
 from .failures import failure_group_retry
 from .fingerprints import error_fingerprint, fingerprint
@@ -61,6 +63,8 @@ __all__ = [
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
+    "callback_deliver",
+    "callbacks_due",
     "cancelled_among",
     "error_fingerprint",
     "failure_group_retry",
@@ -95,6 +99,8 @@ __all__ = [
     "schedule_trigger",
     "schedule_update",
     "schedules_fire_due",
+    "signature",
+    "signing_key_for",
     "timing_errors",
     "upcoming_ticks",
 ]

@@ -32,6 +32,7 @@ from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition, PermanentJobError
 from ..models import Job
 from . import transitions
+from .callbacks import callback_reset, callbacks_after_finish
 from .enqueue import push, remove_from_redis
 from .fingerprints import error_fingerprint
 from .transitions import RUNNABLE_STATUSES, S, transition
@@ -93,6 +94,8 @@ def job_succeed(
         )
     except InvalidTransition:
         moved = None
+    if moved is not None:
+        callbacks_after_finish([moved])
     with metrics.record() as batch:
         if lease is not None:
             lease.release(via=batch.also)
@@ -134,6 +137,8 @@ def job_fail_attempt(
         )
     except InvalidTransition:
         moved = None  # cancelled while it ran, or given up for lost and run again
+    if moved is not None and not retry:
+        callbacks_after_finish([moved])
     with metrics.record() as batch:
         if lease is not None:
             lease.release(via=batch.also)
@@ -182,6 +187,7 @@ def job_retry(*, job: Job, actor: str) -> Job:
         run_at=None,
         enqueued_at=transitions.now(),
         finished_at=None,
+        **callback_reset(job),
     )
     logger.info("job %s retried by %s", job.job_id, actor)
     transaction.on_commit(lambda: push(job, counts=[("jobs_retried_total", (job.type, "manual"))], replace=True))
@@ -192,6 +198,7 @@ def job_cancel(*, job: Job, actor: str) -> Job:
     """Cancel a job that has not finished: take it off its queue, or stop it on its worker."""
     was = job.status
     job = transition(job, S.CANCELLED, actor=actor, finished_at=transitions.now())
+    callbacks_after_finish([job])
     logger.info("job %s cancelled by %s (was %s)", job.job_id, actor, was)
     with metrics.record() as batch:
         batch.inc("jobs_cancelled_total", job.type)

@@ -19,6 +19,7 @@ from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition
 from ..models import Job
 from . import transitions
+from .callbacks import callbacks_after_finish
 from .enqueue import push
 from .fingerprints import fingerprint
 from .lifecycle import attempts_spent
@@ -61,6 +62,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
             finished_at=transitions.now(),
         )
         logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)
+        callbacks_after_finish([job])
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
         return job

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 
 from .. import metrics
-from ..models import Job, JobEvent, JobStatus
+from ..models import CallbackStatus, Job, JobEvent, JobStatus
 from . import transitions
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def prunable_jobs(*, now: datetime) -> QuerySet[Job]:
 
     Finished (succeeded, failed, cancelled) longer ago than their max age: the job type's
     (RETENTION_BY_TYPE, any status) when it has one, else the status's. Never an unfinished
-    job. Further conditions (a waiting dependent that still needs the job, a completion
-    callback not yet delivered) belong here too, so that every caller honours them.
+    job, nor one whose completion callback is still to be delivered. Further conditions (a
+    waiting dependent that still needs the job) belong here too, so that every caller honours them.
     """
     ages = retention_ages()
     by_type = ages["type"]
@@ -55,7 +55,9 @@ def prunable_jobs(*, now: datetime) -> QuerySet[Job]:
     for job_type, max_age in by_type.items():
         if max_age is not None:
             due |= Q(type=job_type, status__in=list(ages["status"]), finished_at__lt=now - max_age)
-    return Job.objects.filter(due, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+    finished = Job.objects.filter(due, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+    # A callback still to be delivered needs its job: the job goes once it is delivered or given up.
+    return finished.exclude(callback_status=CallbackStatus.PENDING)
 
 
 @dataclass

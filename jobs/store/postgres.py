@@ -155,6 +155,8 @@ PER_JOB_COLUMNS = (
     "run_at",
     "idempotency_key",
     "enqueued_at",
+    "callback_url",
+    "callback_status",
 )
 
 
@@ -225,6 +227,8 @@ def _insert_row(job: Job) -> dict[str, Any]:
         "run_at": job.run_at and job.run_at.isoformat(),
         "idempotency_key": job.idempotency_key,
         "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+        "callback_url": job.callback_url,
+        "callback_status": job.callback_status,
     }
 
 
