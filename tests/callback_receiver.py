@@ -38,13 +38,15 @@ class Receiver:
     """Answers each POST with the next status of `statuses` (the last one repeats) and keeps what it got."""
 
     statuses: list[int] = field(default_factory=lambda: [200])
+    host: str = "127.0.0.1"  # the address it listens on, and the URL's host
+    bind: str = "127.0.0.1"
     deliveries: list[Delivery] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"http://{self.host}:{self.server.server_address[1]}/hook"
 
     def start(self) -> Receiver:
         receiver = self
@@ -62,7 +64,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((self.bind, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

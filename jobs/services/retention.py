@@ -101,11 +101,13 @@ def jobs_prune(
     now = now or transitions.now()
     size = batch_size or settings.SENTINELFLOW_RETENTION_BATCH_SIZE
     report = PruneReport()
+    after = 0
     while limit is None or report.total < limit:
         take = size if limit is None else min(size, limit - report.total)
-        deleted = _prune_batch(now=now, size=take)
+        deleted = _prune_batch(now=now, size=take, after=after)
         if not deleted:
             break
+        after = deleted[2]
         report.batches += 1
         report.events += deleted[1]
         per_label = Counter((job_type, status) for job_type, status in deleted[0])
@@ -122,10 +124,13 @@ def jobs_prune(
     return report
 
 
-def _prune_batch(*, now: datetime, size: int) -> tuple[list[tuple[str, str]], int] | None:
-    """One batch in one transaction: ([(type, status)] of the deleted jobs, timeline rows deleted); None if none."""
+def _prune_batch(*, now: datetime, size: int, after: int) -> tuple[list[tuple[str, str]], int, int] | None:
+    """One batch in one transaction, of the jobs with ids above `after`: ([(type, status)] of the deleted
+    jobs, timeline rows deleted, the last id); None if none."""
     with transaction.atomic():
-        candidates = prunable_jobs(now=now).order_by("id")
+        # From where the last batch stopped: the index entries of rows just deleted stay until VACUUM,
+        # and starting each batch at the first id would walk over all of them again.
+        candidates = prunable_jobs(now=now).filter(pk__gt=after).order_by("id")
         # Rows another transaction holds (a retry in flight) are skipped, not waited for; SQLite ignores this.
         locked = list(
             candidates.select_for_update(skip_locked=True, of=("self",)).values_list("id", "type", "status")[:size]
@@ -135,5 +140,6 @@ def _prune_batch(*, now: datetime, size: int) -> tuple[list[tuple[str, str]], in
         ids = [pk for pk, _type, _status in locked]
         events, _ = JobEvent.objects.filter(job_id__in=ids).delete()
         # Through the ORM: rows that point at a job (a schedule's last job) are updated as their FKs say.
-        Job.objects.filter(pk__in=ids).delete()
-    return [(job_type, status) for _pk, job_type, status in locked], events
+        # Only the ids are read for that (not the payloads and results of a thousand rows).
+        Job.objects.filter(pk__in=ids).only("id").delete()
+    return [(job_type, status) for _pk, job_type, status in locked], events, ids[-1]
