@@ -113,6 +113,14 @@ def test_failures_need_the_read_scope(anon):
     assert reader.get("/failures").json()[0]["sample_traceback"] == "secret path /srv/app.py"
 
 
+def test_failures_is_in_the_openapi_schema(anon):
+    import yaml
+
+    schema = yaml.safe_load(anon.get("/api/schema").content)
+    operation = schema["paths"]["/failures/"]["get"]
+    assert set(operation["responses"]) >= {"200", "400", "401", "403"}
+
+
 def test_a_user_without_view_permission_gets_403():
     user = make_user("nobody", staff=True)
     client = APIClient()

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from .. import selectors
 from .permissions import scopes_of
-from .schema import THROTTLED, error
+from .schema import THROTTLED, FieldErrors, error
 from .serializers import MAX_TYPE_NAME, UTCDateTimeField
 
 MAX_GROUPS = 1000
@@ -58,7 +58,7 @@ class FailureGroupsView(APIView):
             200: OpenApiResponse(
                 FailureGroupSerializer(many=True), description="The groups, the one failing most recently first"
             ),
-            400: error("A bad query parameter"),
+            400: FieldErrors,
             401: error("Missing or unknown API key"),
             403: error("The key (or user) has no read scope"),
             429: THROTTLED,
