@@ -58,7 +58,7 @@ def job_submit(
     check_signer([{"callback_url": callback_url}], submitted_by)
     submitted_at = transitions.now()
     item = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
-    item["callback_url"] = callback_url
+    item |= {"callback_url": callback_url}
     job = new_job(
         {**item, "run_at": run_at},
         submitted_at=submitted_at,
