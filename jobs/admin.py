@@ -14,10 +14,10 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -29,6 +29,7 @@ from .exceptions import InvalidTransition
 from .handlers import get_job_type, job_type_names
 from .models import ApiKey, FlowAuditEvent, Job, JobStatus, JobTypeSettings, QueueState, Schedule
 
+FAILURE_GROUPS_SHOWN = 200
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
     JobStatus.SCHEDULED: "#6f42c1",
@@ -143,6 +144,9 @@ JOB_FIELDS = (
     "idempotency_key",
     "schedule",
     "submitted_by",
+    "callback_url",
+    "callback_status",
+    "callback_attempts",
     "created_at",
     "enqueued_at",
     "started_at",
@@ -184,7 +188,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # `schedule`: the link from a schedule to its jobs.
-        allowed = filter_lookup_allowed(lookup, frozenset({"status", "type", "queue", "created_at", "schedule"}))
+        # `error_fingerprint`: the link from a failure group to its jobs.
+        allowed = filter_lookup_allowed(
+            lookup, frozenset({"status", "type", "queue", "created_at", "schedule", "error_fingerprint"})
+        )
         return allowed and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(
@@ -229,26 +236,61 @@ class JobAdmin(admin.ModelAdmin):
         # One query for all the job's events, whatever their number.
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
                     event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z",
                     event.from_status or "—",
                     event.to_status,
                     event.actor,
+                    event.note,
                 )
                 for event in job.events.all()
             ),
         )
         return format_html(
-            '<table class="sf-timeline"><thead><tr><th>when (UTC)</th><th>from</th><th>to</th><th>by</th></tr>'
+            '<table class="sf-timeline"><thead><tr><th>when (UTC)</th><th>from</th><th>to</th><th>by</th>'
+            "<th>note</th></tr>"
             "</thead><tbody>{}</tbody></table>",
             rows,
         )
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = self.admin_site.admin_view(self.dashboard_view)
-        return [path("dashboard/", dashboard, name="jobs_dashboard"), *super().get_urls()]
+        failures = self.admin_site.admin_view(self.failure_groups_view)
+        return [
+            path("dashboard/", dashboard, name="jobs_dashboard"),
+            path("failures/", failures, name="jobs_failure_groups"),
+            *super().get_urls(),
+        ]
+
+    def failure_groups_view(self, request: HttpRequest) -> HttpResponse:
+        """Failed jobs grouped by type and error fingerprint; POST retries one group (jobs.retry_job)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not self.has_retry_permission(request):
+                raise PermissionDenied
+            job_type, fingerprint = request.POST.get("type", ""), request.POST.get("fingerprint", "")
+            retried = services.failure_group_retry(
+                job_type=job_type, fingerprint=fingerprint, actor=admin_actor(request)
+            )
+            self.message_user(
+                request, f"Retried {retried} failed job(s) of {job_type} / {fingerprint}.", messages.SUCCESS
+            )
+            return HttpResponseRedirect(reverse("admin:jobs_failure_groups"))
+        changelist = reverse("admin:jobs_job_changelist")
+        groups = selectors.failure_groups(limit=FAILURE_GROUPS_SHOWN)
+        for group in groups:
+            query = {"status": JobStatus.FAILED, "type": group["type"], "error_fingerprint": group["fingerprint"]}
+            group["jobs_url"] = f"{changelist}?{urlencode(query)}"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Failure groups",
+            "groups": groups,
+            "can_retry": self.has_retry_permission(request),
+        }
+        return TemplateResponse(request, "admin/jobs/failure_groups.html", context)
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         context = {
@@ -289,7 +331,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             format_html(
-                "API key created. Copy it now, it will not be shown again: <code id='sf-new-key'>{}</code>", full_key
+                "API key created. Copy it now, it will not be shown again: <code id='sf-new-key'>{}</code>. "
+                "Its signing secret for completion callbacks (shown once too): <code id='sf-signing-secret'>{}</code>",
+                full_key,
+                key.signing_secret,
             ),
             messages.SUCCESS,
         )

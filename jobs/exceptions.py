@@ -32,6 +32,16 @@ class IdempotencyKeyReused(JobError):
     default_detail = "This Idempotency-Key was already used with a different request body."
 
 
+class CallbackNotSignable(JobError):
+    """A callback_url from a submitter without a stored API key: nothing could sign its callbacks."""
+
+    status_code = 400
+    default_detail = (
+        "callback_url needs a stored API key (made with create_api_key or in the admin after callbacks "
+        "existed): its signing secret signs the callbacks. The API_KEY setting's key and sessions have none."
+    )
+
+
 class StoreUnavailable(JobError):
     status_code = 503
     default_detail = "The job store is unavailable; nothing was stored. Try again."

@@ -37,6 +37,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jobs_failed_total": ("Jobs that ended failed (retries spent or permanent error).", ("type",)),
     "jobs_retried_total": ("Jobs sent round again: auto (backoff), manual, recovered.", ("type", "reason")),
     "jobs_cancelled_total": ("Jobs cancelled.", ("type",)),
+    "jobs_pruned_total": ("Finished jobs deleted by retention (with their timelines).", ("type", "status")),
+    "jobs_callback_attempts_total": (
+        "Completion callback attempts by outcome: delivered, retrying, gave_up.",
+        ("type", "outcome"),
+    ),
     "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
     "jobs_held_total": ("Runs held back (the job waits): paused type, concurrency or rate limit.", ("type", "reason")),
 }
@@ -50,6 +55,7 @@ HISTOGRAM_LABELS: dict[str, str] = {"schedule_lag_seconds": "schedule"}
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
 RETRY_REASONS = ("auto", "manual", "recovered")
 HELD_REASONS = ("paused", "concurrency", "rate")
+FINISHED_STATUSES = ("cancelled", "failed", "succeeded")
 WORKERS_KEY = "rq:workers"
 
 
@@ -237,6 +243,8 @@ class JobMetricsCollector:
             elif label_names == ("type", "reason"):
                 reasons = HELD_REASONS if name == "jobs_held_total" else RETRY_REASONS
                 totals.update({(job_type, reason): 0 for reason in reasons})
+            elif label_names == ("type", "status"):
+                totals.update({(job_type, status): 0 for status in FINISHED_STATUSES})
         for field, count in values.items():
             totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
         for labels, total in sorted(totals.items()):

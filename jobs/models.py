@@ -23,6 +23,19 @@ class JobStatus(models.TextChoices):
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+class CallbackStatus(models.TextChoices):
+    """Where a job's completion callback stands ("" for a job without `callback_url`)."""
+
+    NONE = "", "none"
+    PENDING = "pending"  # to be delivered once the job finishes (again after a manual retry)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # refused, or every attempt failed: not tried again
+
+
+# A callback URL as long as a webhook's.
+CALLBACK_URL_MAX_LENGTH = 2048
+
+
 class Job(models.Model):
     """The durable record of a job; Redis only holds its place in a queue.
 
@@ -48,6 +61,17 @@ class Job(models.Model):
     schedule = models.CharField(max_length=64, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # The failure's class and stable message, hashed (jobs.services.fingerprints): failures group by it.
+    error_fingerprint = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # A signed POST of the job when it finishes (jobs.services.callbacks); the attempts count deliveries.
+    # (Database defaults too, for the store's SQL and for processes of the previous release mid-deploy.)
+    callback_url = models.CharField(max_length=CALLBACK_URL_MAX_LENGTH, blank=True, default="", db_default="")
+    callback_status = models.CharField(
+        max_length=12, choices=CallbackStatus.choices, blank=True, default="", db_default=""
+    )
+    callback_attempts = models.PositiveIntegerField(default=0, db_default=0)
+    # Not before this time may the sentinel send the next attempt (a backoff, or a delivery in flight).
+    callback_due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -71,6 +95,14 @@ class Job(models.Model):
             models.Index(fields=["queue", "-id"], name="job_queue_id"),
             models.Index(fields=["created_at"], name="job_created_at"),
             models.Index(fields=["schedule", "-id"], name="job_schedule_id"),
+            # Retention finds finished jobs past their age by status and finish time.
+            models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+            # Failure groups: GROUP BY type, fingerprint over the failed jobs.
+            models.Index(fields=["status", "type", "error_fingerprint"], name="job_failure_group"),
+            # The sentinel's look for callbacks to send: only the few pending ones are indexed.
+            models.Index(
+                fields=["callback_due_at"], name="job_callback_pending", condition=Q(callback_status="pending")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -101,13 +133,17 @@ class JobEvent(models.Model):
     from_status = models.CharField(max_length=16, blank=True, default="")
     to_status = models.CharField(max_length=16)
     actor = models.CharField(max_length=150, blank=True, default="")
+    # What happened when the status did not change (a callback delivery attempt and its answer).
+    # A database default: the store's SQL (jobs.store.postgres) writes events without naming it.
+    note = models.CharField(max_length=500, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["at", "id"]
         indexes = [models.Index(fields=["job", "at"], name="jobevent_job_at")]
 
     def __str__(self) -> str:
-        return f"{self.from_status or '∅'} → {self.to_status} by {self.actor}"
+        change = f"{self.from_status or '∅'} → {self.to_status} by {self.actor}"
+        return f"{change}: {self.note}" if self.note else change
 
 
 class ApiScope(models.TextChoices):
@@ -144,6 +180,10 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[validate_api_key_name])
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
+    # Signs the key's completion callbacks (HMAC-SHA256; "" for a key made before them). The server must
+    # read it, so it is stored as is (unlike the key, which only a hash represents) and shown once, at
+    # creation. Whoever can read this table can forge callbacks; they could also change the jobs themselves.
+    signing_secret = models.CharField(max_length=64, editable=False, default="", db_default="")
     scope = models.CharField(max_length=8, choices=ApiScope.choices, default=ApiScope.WRITE)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -11,7 +11,7 @@ import django_filters
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -274,3 +274,45 @@ def queues_overview() -> list[dict[str, Any]]:
             entry.update(depth=None, oldest_age_seconds=None, workers=None, scheduled=None)
         overview.append(entry)
     return overview
+
+
+# --------------------------------------------------------------------------- failure groups
+
+
+def failure_groups(*, job_type: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Failed jobs grouped by type and error fingerprint, the most recent group first.
+
+    Each group: type, fingerprint, count, first_seen, last_seen (finish times), and the newest
+    failure's job id, error summary (its last line) and traceback. Two queries: the GROUP BY (on the
+    job_failure_group index) and the newest job of each group.
+    """
+    failed = Job.objects.filter(status=JobStatus.FAILED).exclude(error_fingerprint="")
+    if job_type:
+        failed = failed.filter(type=job_type)
+    rows = list(
+        failed.values("type", "error_fingerprint")
+        .annotate(count=Count("id"), first_seen=Min("finished_at"), last_seen=Max("finished_at"), newest=Max("id"))
+        .order_by("-last_seen", "type", "error_fingerprint")[:limit]
+    )
+    samples = Job.objects.only("job_id", "error").in_bulk([row["newest"] for row in rows])
+    groups = []
+    for row in rows:
+        sample = samples.get(row["newest"])
+        groups.append(
+            {
+                "type": row["type"],
+                "fingerprint": row["error_fingerprint"],
+                "count": row["count"],
+                "first_seen": row["first_seen"],
+                "last_seen": row["last_seen"],
+                "sample_job_id": sample.job_id if sample else None,
+                "sample_error": sample.error_summary if sample else "",
+                "sample_traceback": sample.error if sample else "",
+            }
+        )
+    return groups
+
+
+def failure_group_jobs(*, job_type: str, fingerprint: str) -> QuerySet[Job]:
+    """The failed jobs of one failure group."""
+    return Job.objects.filter(status=JobStatus.FAILED, type=job_type, error_fingerprint=fingerprint)

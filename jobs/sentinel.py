@@ -12,7 +12,11 @@ The database row is the record; Redis only holds a job's place in a queue. One p
    a new attempt, or failed when its attempts are spent (services.job_recover);
 3. restores `queued`, `scheduled` and `retrying` jobs that Redis lost (FLUSHALL, a restart
    without persistence): no RQ job, or an RQ job in neither its queue nor its scheduled
-   registry, and no run holding its lease (services.job_restore).
+   registry, and no run holding its lease (services.job_restore);
+4. enqueues the completion callbacks that are due (services.callbacks_due): retries after their
+   backoff, and attempts whose RQ job or process was lost;
+5. prunes finished jobs past their retention age (services.jobs_prune): RETENTION_BATCH_SIZE rows
+   per transaction, at most RETENTION_PER_PASS per pass, so neither the table nor the pass stalls.
 
 A job is only judged lost when it looks lost twice, CONFIRM_DELAY apart, with its row
 unchanged in between: longer than a lease refresh, so a lease that Redis lost (FLUSHALL
@@ -35,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
 from redis import Redis
 from redis.exceptions import WatchError
@@ -74,16 +79,20 @@ class PassReport:
     failed: int = 0
     restored: int = 0
     scheduled: int = 0
+    callbacks: int = 0
+    pruned: int = 0
     seconds: float = 0.0
 
     @property
     def acted(self) -> bool:
-        return bool(self.enqueued or self.recovered or self.failed or self.restored or self.scheduled)
+        done = (self.enqueued, self.recovered, self.failed, self.restored, self.scheduled, self.callbacks, self.pruned)
+        return any(done)
 
     def summary(self) -> str:
         return (
             f"enqueued {self.enqueued} pending, recovered {self.recovered}, failed {self.failed} (attempts spent), "
-            f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules "
+            f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules, "
+            f"sent {self.callbacks} callback attempts, pruned {self.pruned} past retention "
             f"in {self.seconds:.2f} s"
         )
 
@@ -121,6 +130,8 @@ class Sentinel:
             report.scheduled = services.schedules_fire_due()
             self._refresh_lock()
             self._repair_lost(report)
+            report.callbacks = services.callbacks_due()
+            self._prune(report)
         except LockLost:
             logger.warning("sentinel: lock lost mid-pass; the other sentinel carries on")
         finally:
@@ -164,6 +175,12 @@ class Sentinel:
                     report.restored += 1
             except InvalidTransition:
                 continue  # it finished, moved or was repaired meanwhile
+
+    def _prune(self, report: PassReport) -> None:
+        limit = settings.SENTINELFLOW_RETENTION_PER_PASS
+        if limit:
+            self._refresh_lock()
+            report.pruned = services.jobs_prune(limit=limit, between_batches=self._refresh_lock).total
 
     # ----------------------------------------------------------------- looking at Redis
 

@@ -73,3 +73,8 @@ def call_handler(job: Job) -> Any:
 
 def _is_cancelled(job_id: str) -> bool:
     return Job.objects.filter(job_id=job_id, status=JobStatus.CANCELLED).exists()
+
+
+def deliver_callback(job_id: str, attempt: int) -> str:
+    """Send one attempt of a finished job's completion callback (see jobs.services.callbacks)."""
+    return services.callback_deliver(job_id=job_id, attempt=attempt)

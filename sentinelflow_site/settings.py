@@ -237,8 +237,41 @@ SENTINELFLOW_RETRY_BACKOFF_MAX = env_number("RETRY_BACKOFF_MAX", 600, integer=Fa
 # Webhooks to loopback, private and link-local addresses are refused unless allowed here.
 SENTINELFLOW_WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
 SENTINELFLOW_WEBHOOK_TIMEOUT = env_number("WEBHOOK_TIMEOUT", 10, minimum=0.1, integer=False)
-# How long RQ keeps a finished job in Redis; the database keeps the record for good.
+# How long RQ keeps a finished job in Redis; the database keeps the record until retention prunes it.
 SENTINELFLOW_RQ_RESULT_TTL = int(env_number("RQ_RESULT_TTL", 600))
+
+# Retention: finished jobs (and their timelines) older than this many days are deleted; 0 keeps them for good.
+SENTINELFLOW_RETENTION_DAYS = {
+    "succeeded": env_number("RETENTION_SUCCEEDED_DAYS", 7, integer=False),
+    "failed": env_number("RETENTION_FAILED_DAYS", 30, integer=False),
+    "cancelled": env_number("RETENTION_CANCELLED_DAYS", 30, integer=False),
+}
+
+
+def env_days_by_type(name: str) -> dict[str, float]:
+    """`type=days,...` (e.g. `report=1,webhook=0.5`): a job type's max age in days, whatever its status."""
+    found = {}
+    for item in env_list(name, ""):
+        job_type, _, days = item.partition("=")
+        try:
+            found[job_type.strip()] = float(days)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: expected type=days, got {item!r}") from None
+        if not job_type.strip() or found[job_type.strip()] < 0:
+            raise ImproperlyConfigured(f"{name}: expected type=days with days >= 0, got {item!r}")
+    return found
+
+
+SENTINELFLOW_RETENTION_BY_TYPE = env_days_by_type("RETENTION_BY_TYPE")
+# Rows per DELETE (short transactions keep the table responsive) and per sentinel pass (the pass stays short).
+SENTINELFLOW_RETENTION_BATCH_SIZE = int(env_number("RETENTION_BATCH_SIZE", 1000, minimum=1))
+SENTINELFLOW_RETENTION_PER_PASS = int(env_number("RETENTION_PER_PASS", 20_000, minimum=0))
+# Completion callbacks: attempts per job (then given up), and the backoff between them (base * 2**(n-1), capped).
+SENTINELFLOW_CALLBACK_MAX_ATTEMPTS = int(env_number("CALLBACK_MAX_ATTEMPTS", 8, minimum=1))
+SENTINELFLOW_CALLBACK_BACKOFF_BASE = env_number("CALLBACK_BACKOFF_BASE", 5, integer=False)
+SENTINELFLOW_CALLBACK_BACKOFF_MAX = env_number("CALLBACK_BACKOFF_MAX", 3600, integer=False)
+# A result whose JSON is larger than this is stored as a marker ({"truncated": true, ...}), never in full.
+SENTINELFLOW_MAX_RESULT_BYTES = int(env_number("MAX_RESULT_BYTES", 262_144, minimum=1))
 
 # Job types beyond the built-in ones: modules to import at start (each app's job_types module is found anyway).
 SENTINELFLOW_HANDLER_MODULES = env_list("SENTINELFLOW_HANDLER_MODULES", "")

@@ -17,7 +17,7 @@ from jobs import services
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "min", "le", "and", "on", "or"}
-PROMQL_WORDS |= {"clamp_min", "type", "queue", "reason", "without", "avg", "count", "schedule"}
+PROMQL_WORDS |= {"clamp_min", "type", "queue", "reason", "without", "avg", "count", "schedule", "status"}
 
 
 def exported_names(anon) -> set[str]:
@@ -56,6 +56,7 @@ def test_dashboard_queries_use_only_exported_metrics(anon, django_capture_on_com
     assert {"jobs_succeeded_total", "jobs_failed_total", "job_duration_seconds_bucket"} <= used
     assert {"job_wait_seconds_bucket", "jobs_queue_depth", "jobs_workers"} <= used
     assert {"schedule_runs_total", "schedule_lag_seconds_bucket", "schedule_lag_seconds_count"} <= used
+    assert "jobs_pruned_total" in used
 
 
 @pytest.mark.django_db

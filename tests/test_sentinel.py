@@ -467,7 +467,8 @@ def test_command_once_prints_a_summary_of_what_it_did(monkeypatch):
         "sentinel: pass 1: enqueued 1 pending, recovered 0, failed 0 (attempts spent), restored 0"
     )
     assert lines[-1] == (
-        "sentinel: stopped after 1 pass(es): enqueued 1, recovered 0, failed 0, restored 0, submitted 0 for schedules"
+        "sentinel: stopped after 1 pass(es): enqueued 1, recovered 0, failed 0, restored 0, submitted 0 for schedules,"
+        " pruned 0"
     )
 
 
@@ -477,7 +478,8 @@ def test_command_once_is_silent_about_a_pass_that_did_nothing():
     call_command("sentinel", "--once", stdout=out)
 
     assert out.getvalue().splitlines() == [
-        "sentinel: stopped after 1 pass(es): enqueued 0, recovered 0, failed 0, restored 0, submitted 0 for schedules"
+        "sentinel: stopped after 1 pass(es): enqueued 0, recovered 0, failed 0, restored 0, submitted 0 for schedules,"
+        " pruned 0"
     ]
 
 

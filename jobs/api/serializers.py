@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -12,14 +13,15 @@ from rest_framework.request import Request
 
 from ..handlers import job_type_names, registered_job_type
 from ..handlers.django_task import is_task_path
-from ..models import Job
+from ..handlers.webhook import literal_target_error
+from ..models import CALLBACK_URL_MAX_LENGTH, Job
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
 MAX_QUEUE_NAME = 32
 MAX_TYPE_NAME = 64
 LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
-SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay"})
+SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "callback_url"})
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -36,7 +38,7 @@ def redacted(job: dict[str, Any]) -> dict[str, Any]:
     """A rendered job as a reader without the read scope sees it: reads are open by default, so
     what may hold secrets or server internals is replaced by "[redacted]": the job type's secret
     payload fields (webhook URL, headers and body; email body; all of a type that names none),
-    the result, and the error (tracebacks name server paths)."""
+    the result, the error (tracebacks name server paths) and the callback URL (it may carry a token)."""
     job_type = registered_job_type(job.get("type") or "")
     secret = job_type.secret_fields if job_type is not None else None
     payload = job.get("payload")
@@ -46,7 +48,7 @@ def redacted(job: dict[str, Any]) -> dict[str, Any]:
         }
     elif payload is not None:
         job["payload"] = REDACTED
-    for name in ("result", "error"):
+    for name in ("result", "error", "callback_url"):
         if job.get(name) not in (None, ""):
             job[name] = REDACTED
     return job
@@ -72,6 +74,9 @@ class JobSerializer(serializers.ModelSerializer):
             "run_at",
             "idempotency_key",
             "schedule",
+            "callback_url",
+            "callback_status",
+            "callback_attempts",
             "result",
             "error",
             "created_at",
@@ -132,6 +137,7 @@ class JobSubmitSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(required=False, min_value=1)
     run_at = serializers.DateTimeField(required=False, default_timezone=dt.UTC)
     delay = serializers.FloatField(required=False, min_value=0, max_value=MAX_DELAY_SECONDS)
+    callback_url = serializers.URLField(required=False, max_length=CALLBACK_URL_MAX_LENGTH)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -175,6 +181,15 @@ class JobSubmitSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Ensure this value is at most {settings.SENTINELFLOW_MAX_TIMEOUT}.")
         return value
 
+    def validate_callback_url(self, value: str) -> str:
+        # As a webhook's URL: http(s) only, and no IP literal or localhost that is never public; a host
+        # name is checked again after DNS at each delivery.
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise serializers.ValidationError("Only http and https URLs are allowed.")
+        if error := literal_target_error(value):
+            raise serializers.ValidationError(error.replace("Webhooks", "Callbacks"))
+        return value
+
     def validate_run_at(self, value: dt.datetime) -> dt.datetime:
         # The scheduler rounds run_at up to a whole second: the last second of the calendar would overflow.
         if value > LATEST_RUN_AT:
@@ -209,7 +224,7 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     integers, no run_at or delay) is checked here instead. Anything else returns None and goes
     through the fields, which then give the errors; so the result is always the fields' result.
     """
-    if "run_at" in data or "delay" in data:
+    if "run_at" in data or "delay" in data or "callback_url" in data:
         return None
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():

@@ -1,6 +1,7 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from .failures import FailureGroupsView
 from .flow import JobTypeDetailView, JobTypeListView, QueueListView, QueuePauseView, QueueResumeView
 from .health import HealthView, ReadinessView
 from .schedules import ScheduleViewSet
@@ -21,5 +22,6 @@ urlpatterns = [
     re_path(r"^queues/?$", QueueListView.as_view(), name="queues"),
     re_path(r"^queues/(?P<name>[^/]{1,200})/pause/?$", QueuePauseView.as_view(), name="queue-pause"),
     re_path(r"^queues/(?P<name>[^/]{1,200})/resume/?$", QueueResumeView.as_view(), name="queue-resume"),
+    re_path(r"^failures/?$", FailureGroupsView.as_view(), name="failures"),
     *router.urls,
 ]

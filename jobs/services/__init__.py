@@ -11,6 +11,9 @@ lifecycle rule lives here once:
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
 - flow: pause and resume queues and job types, their limits (audited), the state workers read;
+- callbacks: signed completion callbacks, their attempts and retries;
+- failures: retry a failure group (type and error fingerprint);
+- retention: delete finished jobs past their age, in bounded batches;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -19,7 +22,10 @@ lifecycle rule lives here once:
 from ..exceptions import PermanentJobError
 from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .callbacks import callback_deliver, callbacks_due, signature, signing_key_for
 from .enqueue import RUN_JOB
+from .failures import failure_group_retry
+from .fingerprints import error_fingerprint, fingerprint
 from .flow import (
     TYPE_SETTING_FIELDS,
     FlowState,
@@ -41,6 +47,7 @@ from .lifecycle import (
     retry_backoff,
 )
 from .repairs import RESTORABLE_STATUSES, job_enqueue, job_recover, job_restore
+from .retention import PruneReport, jobs_prune, jobs_prune_count, prunable_jobs
 from .runs import START_RECORD_AFTER, cancelled_among, run_begin, run_outcome, run_record_start, runs_claim, runs_finish
 from .schedules import (
     schedule_create,
@@ -66,12 +73,18 @@ __all__ = [
     "FlowState",
     "PermanentJobError",
     "Policy",
+    "PruneReport",
     "UnknownName",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
+    "callback_deliver",
+    "callbacks_due",
     "cancelled_among",
+    "error_fingerprint",
+    "failure_group_retry",
+    "fingerprint",
     "flow_state",
     "forget_flow_state",
     "format_error",
@@ -88,8 +101,11 @@ __all__ = [
     "job_succeed",
     "job_type_update",
     "job_types_ensure",
+    "jobs_prune",
+    "jobs_prune_count",
     "now",
     "policy",
+    "prunable_jobs",
     "queue_set_paused",
     "request_fingerprint",
     "retry_backoff",
@@ -105,6 +121,8 @@ __all__ = [
     "schedule_trigger",
     "schedule_update",
     "schedules_fire_due",
+    "signature",
+    "signing_key_for",
     "timing_errors",
     "upcoming_ticks",
     "valid_rate",

@@ -11,6 +11,7 @@ from . import transitions
 
 API_KEY_PREFIX_BYTES = 6
 API_KEY_SECRET_BYTES = 32
+SIGNING_SECRET_PREFIX = "whsec_"
 # last_used_at is a hint for operators, not an audit log: write it at most once a minute per key.
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
@@ -24,12 +25,20 @@ def hash_api_key_secret(secret: str) -> str:
 def api_key_create(*, name: str, scope: str = ApiScope.WRITE) -> tuple[ApiKey, str]:
     """Create a key; returns it and the full key text, which is not stored and cannot be shown again.
 
+    The key's `signing_secret` (for its completion callbacks) is shown once too, by whoever creates it.
+
     Raises ValidationError for the reserved name `bootstrap` (the API_KEY setting's identity).
     """
     validate_api_key_name(name)
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     secret = secrets.token_urlsafe(API_KEY_SECRET_BYTES)
-    key = ApiKey.objects.create(name=name, prefix=prefix, secret_hash=hash_api_key_secret(secret), scope=scope)
+    key = ApiKey.objects.create(
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_api_key_secret(secret),
+        scope=scope,
+        signing_secret=SIGNING_SECRET_PREFIX + secrets.token_urlsafe(API_KEY_SECRET_BYTES),
+    )
     return key, f"sf_{prefix}_{secret}"
 
 

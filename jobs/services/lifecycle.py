@@ -32,7 +32,9 @@ from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition, PermanentJobError
 from ..models import Job
 from . import transitions
+from .callbacks import callback_reset, callbacks_after_finish
 from .enqueue import push, remove_from_redis
+from .fingerprints import error_fingerprint
 from .transitions import RUNNABLE_STATUSES, S, transition
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ def job_succeed(
         )
     except InvalidTransition:
         moved = None
+    if moved is not None:
+        callbacks_after_finish([moved])
     with metrics.record() as batch:
         if lease is not None:
             lease.release(via=batch.also)
@@ -127,11 +131,14 @@ def job_fail_attempt(
             expect_attempts=job.attempts,
             refresh=False,
             error=text,
+            error_fingerprint=error_fingerprint(error),
             finished_at=finished_at,
             **next_run,
         )
     except InvalidTransition:
         moved = None  # cancelled while it ran, or given up for lost and run again
+    if moved is not None and not retry:
+        callbacks_after_finish([moved])
     with metrics.record() as batch:
         if lease is not None:
             lease.release(via=batch.also)
@@ -180,6 +187,7 @@ def job_retry(*, job: Job, actor: str) -> Job:
         run_at=None,
         enqueued_at=transitions.now(),
         finished_at=None,
+        **callback_reset(job),
     )
     logger.info("job %s retried by %s", job.job_id, actor)
     transaction.on_commit(lambda: push(job, counts=[("jobs_retried_total", (job.type, "manual"))], replace=True))
@@ -190,6 +198,7 @@ def job_cancel(*, job: Job, actor: str) -> Job:
     """Cancel a job that has not finished: take it off its queue, or stop it on its worker."""
     was = job.status
     job = transition(job, S.CANCELLED, actor=actor, finished_at=transitions.now())
+    callbacks_after_finish([job])
     logger.info("job %s cancelled by %s (was %s)", job.job_id, actor, was)
     with metrics.record() as batch:
         batch.inc("jobs_cancelled_total", job.type)
@@ -204,7 +213,22 @@ def format_error(error: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    """The result as stored: JSON (or its repr), and never more than MAX_RESULT_BYTES (see bounded_result)."""
     try:
-        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+        text = json.dumps(value, cls=DjangoJSONEncoder)
     except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(repr(value))
+    return bounded_result(text)
+
+
+def bounded_result(text: str) -> Any:
+    """A result's JSON text as stored: itself, or a marker when it is larger than MAX_RESULT_BYTES.
+
+    The marker keeps the size and the start of the text, so a reader sees what was dropped and why;
+    a large result fills neither the row, nor every list page, nor the callback that carries it.
+    """
+    size = len(text.encode())
+    limit = settings.SENTINELFLOW_MAX_RESULT_BYTES
+    if size <= limit:
+        return json.loads(text)
+    return {"truncated": True, "size_bytes": size, "limit_bytes": limit, "preview": text[: min(limit, 1000) // 4]}

@@ -19,7 +19,9 @@ from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition
 from ..models import Job
 from . import transitions
+from .callbacks import callbacks_after_finish
 from .enqueue import push
+from .fingerprints import fingerprint
 from .lifecycle import attempts_spent
 from .transitions import S, transition
 
@@ -56,9 +58,11 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
             sources=[S.STARTED],
             expect_attempts=job.attempts,
             error=f"{lost} No retries left.",
+            error_fingerprint=fingerprint("LostRun", reason),
             finished_at=transitions.now(),
         )
         logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)
+        callbacks_after_finish([job])
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
         return job

@@ -32,6 +32,8 @@ from ..exceptions import PermanentJobError
 from ..models import Job
 from ..store.records import RunOutcome
 from . import transitions
+from .callbacks import callbacks_after_finish
+from .fingerprints import error_fingerprint
 from .lifecycle import _jsonable, attempts_spent, count_start, format_error, retry_backoff
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, S
 
@@ -115,7 +117,7 @@ def run_outcome(run: Run, *, result: Any = None, error: BaseException | None = N
         outcome.changes = {"result": _jsonable(result)}
         return outcome
     retry = not isinstance(error, PermanentJobError) and not attempts_spent(job)
-    outcome.changes = {"error": format_error(error)}
+    outcome.changes = {"error": format_error(error), "error_fingerprint": error_fingerprint(error)}
     outcome.target = S.RETRYING if retry else S.FAILED
     if retry:
         outcome.retry_in = retry_backoff(job.attempts - job.budget_start)
@@ -132,6 +134,7 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
     if not outcomes:
         return set()
     moved = store.backend().finish_runs(outcomes, stamp=transitions.now())
+    callbacks_after_finish(o.job for o in outcomes if o.job.pk in moved and o.target != S.RETRYING)
     for outcome in outcomes:
         job = outcome.job
         if job.pk not in moved:

@@ -17,9 +17,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 
 from .. import store
-from ..exceptions import IdempotencyKeyReused
-from ..models import Job
+from ..exceptions import CallbackNotSignable, IdempotencyKeyReused
+from ..models import CallbackStatus, Job
 from . import transitions
+from .callbacks import signing_key_for
 from .enqueue import push, push_many
 from .transitions import S
 
@@ -41,19 +42,23 @@ def job_submit(
     submitted_by: str,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    callback_url: str = "",
 ) -> tuple[Job, bool]:
     """Store a new job and enqueue it once the row is committed.
 
     Returns (job, created). A repeated Idempotency-Key from the same submitter
     returns the original job with created=False; reusing a key for a
-    different body raises IdempotencyKeyReused.
+    different body raises IdempotencyKeyReused. A `callback_url` needs a submitter that can sign its
+    callbacks (a stored API key with a signing secret), else CallbackNotSignable.
     """
     if idempotency_key is not None:
         existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
+    check_signer([{"callback_url": callback_url}], submitted_by)
     submitted_at = transitions.now()
     item = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
+    item |= {"callback_url": callback_url}
     job = new_job(
         {**item, "run_at": run_at},
         submitted_at=submitted_at,
@@ -82,6 +87,7 @@ def new_job(
     run_at = item.get("run_at")
     scheduled = run_at is not None and run_at > submitted_at
     max_retries = item.get("max_retries")
+    callback_url = item.get("callback_url") or ""
     return Job(
         type=item["type"],
         payload=item["payload"],
@@ -95,7 +101,15 @@ def new_job(
         submitted_by=submitted_by,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        callback_url=callback_url,
+        callback_status=CallbackStatus.PENDING if callback_url else CallbackStatus.NONE,
     )
+
+
+def check_signer(items: list[dict[str, Any]], submitted_by: str) -> None:
+    """CallbackNotSignable when an item asks for a callback and the submitter has no key to sign it with."""
+    if any(item.get("callback_url") for item in items) and signing_key_for(submitted_by) is None:
+        raise CallbackNotSignable()
 
 
 def job_submit_batch(
@@ -118,6 +132,7 @@ def job_submit_batch(
         existing = _jobs_for_batch_key(submitted_by, keys, fingerprint)
         if existing is not None:
             return existing, False
+    check_signer(items, submitted_by)
     submitted_at = transitions.now()
     jobs = [
         new_job(

@@ -155,6 +155,8 @@ PER_JOB_COLUMNS = (
     "run_at",
     "idempotency_key",
     "enqueued_at",
+    "callback_url",
+    "callback_status",
 )
 
 
@@ -225,6 +227,8 @@ def _insert_row(job: Job) -> dict[str, Any]:
         "run_at": job.run_at and job.run_at.isoformat(),
         "idempotency_key": job.idempotency_key,
         "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+        "callback_url": job.callback_url,
+        "callback_status": job.callback_status,
     }
 
 
@@ -274,8 +278,8 @@ def _job_insert_statement(*, many: bool) -> str:
 # --------------------------------------------------------------------------- outcomes of runs
 
 # The columns an outcome may change besides the ones every outcome sets: a success sets the result,
-# a failed attempt the error (and run_at when it is retried).
-OUTCOME_CHANGES = ("result", "error", "run_at")
+# a failed attempt the error and its fingerprint (and run_at when it is retried).
+OUTCOME_CHANGES = ("result", "error", "error_fingerprint", "run_at")
 
 
 def finish_runs(outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
@@ -318,7 +322,7 @@ def _finish_statement() -> str:
             SELECT * FROM json_to_recordset(%s::json) AS i(
                 id bigint, recorded boolean, attempt integer, started_at timestamptz, finished_at timestamptz,
                 target text, actor text, set_result boolean, result jsonb, set_error boolean, error text,
-                set_run_at boolean, run_at timestamptz
+                set_error_fingerprint boolean, error_fingerprint text, set_run_at boolean, run_at timestamptz
             )
         ), previous AS (
             SELECT job.id, job.status FROM {JOB} AS job JOIN input AS i ON job.id = i.id
@@ -332,6 +336,8 @@ def _finish_statement() -> str:
                 started_at = i.started_at, finished_at = i.finished_at,
                 result = CASE WHEN i.set_result THEN i.result ELSE job.result END,
                 error = CASE WHEN i.set_error THEN i.error ELSE job.error END,
+                error_fingerprint = CASE WHEN i.set_error_fingerprint THEN i.error_fingerprint
+                    ELSE job.error_fingerprint END,
                 run_at = CASE WHEN i.set_run_at THEN i.run_at ELSE job.run_at END
             FROM previous JOIN input AS i ON i.id = previous.id
             WHERE job.id = previous.id

@@ -28,3 +28,4 @@ class Command(BaseCommand):
             raise CommandError("; ".join(error.messages)) from None
         self.stdout.write(full_key)
         self.stderr.write(f"Created API key {key.name!r} with scope {scope}; send it as X-API-Key. It is shown once.")
+        self.stderr.write(f"Its signing secret for completion callbacks (shown once): {key.signing_secret}")

@@ -19,7 +19,8 @@ logger = logging.getLogger("jobs.sentinel")
 class Command(BaseCommand):
     help = (
         "Keep the database and Redis in agreement, so that no job is lost: enqueue pending jobs, run again "
-        "jobs whose worker died, restore queued and scheduled jobs that Redis lost. Runs a pass every "
+        "jobs whose worker died, restore queued and scheduled jobs that Redis lost, prune finished jobs past "
+        "their retention. Runs a pass every "
         "SENTINEL_INTERVAL seconds until SIGTERM or Ctrl-C; several may run at once (a Redis lock)."
     )
 
@@ -71,7 +72,7 @@ class Command(BaseCommand):
                 failing = False
             if report is not None and report.acted:
                 self.stdout.write(f"sentinel: pass {passes}: {report.summary()}")
-                for name in ("enqueued", "recovered", "failed", "restored", "scheduled"):
+                for name in ("enqueued", "recovered", "failed", "restored", "scheduled", "pruned"):
                     setattr(totals, name, getattr(totals, name) + getattr(report, name))
             elif once and report is None:
                 self.stdout.write("sentinel: another sentinel holds the lock; nothing done")
@@ -80,5 +81,6 @@ class Command(BaseCommand):
                 break
         self.stdout.write(
             f"sentinel: stopped after {passes} pass(es): enqueued {totals.enqueued}, recovered {totals.recovered}, "
-            f"failed {totals.failed}, restored {totals.restored}, submitted {totals.scheduled} for schedules"
+            f"failed {totals.failed}, restored {totals.restored}, submitted {totals.scheduled} for schedules, "
+            f"pruned {totals.pruned}"
         )
