@@ -21,6 +21,7 @@ class JobStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+_TERMINAL_VALUES = sorted(status.value for status in TERMINAL_STATUSES)
 
 
 class Job(models.Model):
@@ -46,6 +47,14 @@ class Job(models.Model):
     submitted_by = models.CharField(max_length=100, blank=True, default="")
     # The name of the schedule that submitted the job ("" for a job submitted otherwise).
     schedule = models.CharField(max_length=64, blank=True, default="")
+    # Unique jobs (jobs.services.submission): `unique_key` as submitted or derived from the job type,
+    # shown for good; `unique_claim` holds the same key while the job may still block a duplicate (a
+    # unique index on it covers unfinished jobs only) and is cleared once its window has passed.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    unique_claim = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    unique_until = models.DateTimeField(null=True, blank=True, help_text="End of the unique window; empty: none.")
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -61,6 +70,13 @@ class Job(models.Model):
                 fields=["submitted_by", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="job_idempotency_key_per_submitter",
+            ),
+            # One unfinished job per (type, claimed key): the database, not Redis, decides a race of unique
+            # submits, on SQLite and PostgreSQL alike. A finished job leaves the index by its status.
+            models.UniqueConstraint(
+                fields=["type", "unique_claim"],
+                condition=Q(unique_claim__isnull=False) & ~Q(status__in=_TERMINAL_VALUES),
+                name="job_unique_claim_unfinished",
             ),
         ]
         # Beyond Django's add/view: who may retry and cancel, in the admin and through the API.

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -19,7 +21,26 @@ MAX_RETRIES_LIMIT = 100
 MAX_QUEUE_NAME = 32
 MAX_TYPE_NAME = 64
 LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
-SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay"})
+# Fields that plain_submission leaves to the serializer's fields.
+LABEL_FIELDS = frozenset({"unique_key", "unique_for", "tags", "metadata"})
+SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay"}) | LABEL_FIELDS
+MAX_UNIQUE_KEY = 255
+MAX_UNIQUE_FOR = 366 * 24 * 3600
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 64
+MAX_METADATA_KEYS = 20
+MAX_METADATA_VALUE_LENGTH = 256
+# Metadata keys are plain names: `?metadata.<key>=` then reads one way, and a key never nests.
+METADATA_KEY = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+
+
+class StringField(serializers.CharField):
+    """A CharField that takes only a JSON string: a key or a tag that was a number is a mistake, not 5 -> "5"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -72,6 +93,10 @@ class JobSerializer(serializers.ModelSerializer):
             "run_at",
             "idempotency_key",
             "schedule",
+            "unique_key",
+            "unique_until",
+            "tags",
+            "metadata",
             "result",
             "error",
             "created_at",
@@ -132,6 +157,14 @@ class JobSubmitSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(required=False, min_value=1)
     run_at = serializers.DateTimeField(required=False, default_timezone=dt.UTC)
     delay = serializers.FloatField(required=False, min_value=0, max_value=MAX_DELAY_SECONDS)
+    unique_key = StringField(required=False, max_length=MAX_UNIQUE_KEY, trim_whitespace=False)
+    unique_for = serializers.IntegerField(required=False, min_value=1, max_value=MAX_UNIQUE_FOR)
+    tags = serializers.ListField(
+        child=StringField(max_length=MAX_TAG_LENGTH, trim_whitespace=False),
+        required=False,
+        max_length=MAX_TAGS,
+    )
+    metadata = serializers.DictField(required=False)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -181,7 +214,44 @@ class JobSubmitSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Ensure this is at most {LATEST_RUN_AT:%Y-%m-%dT%H:%M:%SZ}.")
         return value
 
+    def validate_unique_key(self, value: str) -> str:
+        if not value.isprintable() or value != value.strip():
+            raise serializers.ValidationError("Use printable characters, without leading or trailing spaces.")
+        return value
+
+    def validate_tags(self, value: list[str]) -> list[str]:
+        for tag in value:
+            if not tag.isprintable() or tag != tag.strip():
+                raise serializers.ValidationError(
+                    f"Tags are 1 to {MAX_TAG_LENGTH} printable characters, without leading or trailing spaces."
+                )
+        return list(dict.fromkeys(value))  # in order, once each
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise serializers.ValidationError(f"Ensure this object has at most {MAX_METADATA_KEYS} keys.")
+        for key, item in value.items():
+            if not METADATA_KEY.match(key):
+                raise serializers.ValidationError(
+                    f"Key {key[:80]!r}: use 1 to 64 letters, digits, hyphens and underscores."
+                )
+            if isinstance(item, str):
+                if len(item) > MAX_METADATA_VALUE_LENGTH:
+                    raise serializers.ValidationError(
+                        f"Key {key!r}: ensure the value has at most {MAX_METADATA_VALUE_LENGTH} characters."
+                    )
+            elif not isinstance(item, int | float) or (isinstance(item, float) and not math.isfinite(item)):
+                raise serializers.ValidationError(
+                    f"Key {key!r}: a value is a string, a number or a boolean (the object is flat)."
+                )
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        job_type = registered_job_type(attrs["type"])
+        if "unique_for" in attrs and "unique_key" not in attrs and not (job_type and job_type.unique_by):
+            raise serializers.ValidationError(
+                {"unique_for": [f"Give unique_key too: job type {attrs['type']!r} declares no default key."]}
+            )
         if "run_at" in attrs and "delay" in attrs:
             raise serializers.ValidationError({"delay": ["Give run_at or delay, not both."]})
         delay = attrs.pop("delay", None)
@@ -209,7 +279,7 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     integers, no run_at or delay) is checked here instead. Anything else returns None and goes
     through the fields, which then give the errors; so the result is always the fields' result.
     """
-    if "run_at" in data or "delay" in data:
+    if "run_at" in data or "delay" in data or not LABEL_FIELDS.isdisjoint(data):
         return None
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():

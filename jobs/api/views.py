@@ -69,7 +69,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
         location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
         return Response(
-            self.get_serializer(job).data,
+            self.submitted(job, request).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
         )
@@ -88,9 +88,18 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             fingerprint=services.request_fingerprint(request.data),
         )
         return Response(
-            {"jobs": self.get_serializer(jobs, many=True).data},
+            {"jobs": [self.submitted(job, request).data for job in jobs]},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+    def submitted(self, job: Job, request: Request) -> JobSerializer:
+        """A job as its submit answers it. A unique key is shared by every submitter of the type: the job
+        another key submitted is answered with its secrets redacted (the caller asked to submit, not to
+        read; its id and status are enough to follow it)."""
+        context = self.get_serializer_context()
+        if job.submitted_by != actor_of(request):
+            context["redact"] = True
+        return JobSerializer(job, context=context)
 
     @schema.job_retry
     @action(detail=True, methods=["post"])

@@ -52,6 +52,10 @@ class JobType:
     # Payload fields hidden from readers without the read scope; None: every field (the default, so a
     # new job type leaks nothing until it says which fields are harmless).
     secret_fields: frozenset[str] | None = None
+    # Unique jobs by default: the payload fields that make the key, and the window in seconds (None: until
+    # the job finishes). A submit's own unique_key and unique_for win (jobs.services.submission).
+    unique_by: tuple[str, ...] = ()
+    unique_for: int | None = None
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -61,19 +65,36 @@ Handler = Callable[[dict[str, Any], JobContext], Any]
 
 
 def job_type(
-    name: str, *, payload_serializer: type[serializers.Serializer[Any]], secret_fields: Iterable[str] | None = None
+    name: str,
+    *,
+    payload_serializer: type[serializers.Serializer[Any]],
+    secret_fields: Iterable[str] | None = None,
+    unique_by: Iterable[str] = (),
+    unique_for: int | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of job type `name`.
 
     `secret_fields` names the payload fields that anonymous readers must not see (see
-    JobSerializer); left out, the whole payload is hidden from them.
+    JobSerializer); left out, the whole payload is hidden from them. `unique_by` names payload
+    fields whose values make a default unique key, held for `unique_for` seconds (None: until the job
+    finishes); see jobs.services.submission.
     """
     secrets = None if secret_fields is None else frozenset(secret_fields)
+    unique = (unique_by,) if isinstance(unique_by, str) else tuple(unique_by)
+    if unique_for is not None and (not unique or unique_for <= 0):
+        raise ValueError(f"job type {name!r}: unique_for needs unique_by and a positive number of seconds")
 
     def register(run: Handler) -> Handler:
         if name in REGISTRY and REGISTRY[name].run is not run:
             raise ValueError(f"job type {name!r} is already registered")
-        REGISTRY[name] = JobType(name=name, run=run, payload_serializer=payload_serializer, secret_fields=secrets)
+        REGISTRY[name] = JobType(
+            name=name,
+            run=run,
+            payload_serializer=payload_serializer,
+            secret_fields=secrets,
+            unique_by=unique,
+            unique_for=unique_for,
+        )
         return run
 
     return register

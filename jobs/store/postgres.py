@@ -155,7 +155,14 @@ PER_JOB_COLUMNS = (
     "run_at",
     "idempotency_key",
     "enqueued_at",
+    "unique_key",
+    "unique_claim",
+    "unique_until",
+    "tags",
+    "metadata",
 )
+
+JSON_COLUMNS = ("payload", "tags", "metadata")
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
@@ -175,7 +182,8 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     encoder = Job._meta.get_field("payload").encoder
     if len(jobs) == 1:
         values = [getattr(first, name) for name in PER_JOB_COLUMNS]
-        values[PER_JOB_COLUMNS.index("payload")] = db.ops.adapt_json_value(first.payload, encoder)
+        for name in JSON_COLUMNS:
+            values[PER_JOB_COLUMNS.index(name)] = db.ops.adapt_json_value(getattr(first, name), encoder)
     else:
         # Many rows go in as one JSON array that PostgreSQL unpacks (json_to_recordset): one C-speed
         # json.dumps here instead of quoting every value of every row into SQL.
@@ -225,6 +233,11 @@ def _insert_row(job: Job) -> dict[str, Any]:
         "run_at": job.run_at and job.run_at.isoformat(),
         "idempotency_key": job.idempotency_key,
         "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+        "unique_key": job.unique_key,
+        "unique_claim": job.unique_claim,
+        "unique_until": job.unique_until and job.unique_until.isoformat(),
+        "tags": job.tags,
+        "metadata": job.metadata,
     }
 
 
