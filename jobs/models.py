@@ -126,6 +126,27 @@ class JobEvent(models.Model):
         return f"{self.from_status or '∅'} → {self.to_status} by {self.actor}"
 
 
+class AuditEntry(models.Model):
+    """One operator action over many jobs (a bulk retry or cancel): who, when, what, and with which filter.
+
+    Each job it changed also has its own timeline row (JobEvent) with the same actor.
+    """
+
+    at = models.DateTimeField(default=timezone.now, editable=False)
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    # The filter as given (the list's query keys), and the counts: {"filter", "matched", "changed", ...}.
+    detail = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["-at"], name="auditentry_at")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
 class ApiScope(models.TextChoices):
     READ = "read"
     WRITE = "write"

@@ -3,11 +3,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from ..handlers import job_type_names, registered_job_type
 from ..handlers.django_task import is_task_path
 from ..models import Job
+from ..selectors import LABEL_KEY, is_label_param
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
@@ -30,8 +31,7 @@ MAX_TAGS = 20
 MAX_TAG_LENGTH = 64
 MAX_METADATA_KEYS = 20
 MAX_METADATA_VALUE_LENGTH = 256
-# Metadata keys are plain names: `?metadata.<key>=` then reads one way, and a key never nests.
-METADATA_KEY = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+# Metadata keys are those `?metadata.<key>=` can name (selectors.LABEL_KEY): a key never nests.
 
 
 class StringField(serializers.CharField):
@@ -231,9 +231,9 @@ class JobSubmitSerializer(serializers.Serializer):
         if len(value) > MAX_METADATA_KEYS:
             raise serializers.ValidationError(f"Ensure this object has at most {MAX_METADATA_KEYS} keys.")
         for key, item in value.items():
-            if not METADATA_KEY.match(key):
+            if not LABEL_KEY.match(key) or "__" in key:
                 raise serializers.ValidationError(
-                    f"Key {key[:80]!r}: use 1 to 64 letters, digits, hyphens and underscores."
+                    f"Key {key[:80]!r}: a letter, then up to 63 letters, digits, '_' or '-' (no '__')."
                 )
             if isinstance(item, str):
                 if len(item) > MAX_METADATA_VALUE_LENGTH:
@@ -358,3 +358,52 @@ def idempotency_key_from(request: Request, *, max_length: int = MAX_IDEMPOTENCY_
             {IDEMPOTENCY_KEY_HEADER: [f"Use 1 to {max_length} printable ASCII characters."]}
         )
     return value
+
+
+# The list's query keys that a bulk action's filter may hold besides tag, metadata.<key> and payload.<key>.
+BULK_FILTER_KEYS = frozenset({"status", "type", "queue", "schedule", "created_after", "created_before"})
+MAX_BULK_FILTER_VALUES = 10
+
+
+class BulkActionSerializer(serializers.Serializer):
+    """The body of POST /jobs/bulk/retry and /jobs/bulk/cancel: {"filter": {<list query keys>}, "dry_run": false}.
+
+    `filter` becomes the list's query parameters (validated_data["params"], a QueryDict): a value is a
+    string, number or boolean, or (for `tag`, or any key repeated) a list of them.
+    """
+
+    filter = serializers.DictField(allow_empty=False)
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+    def validate_filter(self, value: dict[str, Any]) -> dict[str, Any]:
+        errors = {}
+        for name, given in value.items():
+            if name not in BULK_FILTER_KEYS and not is_label_param(name):
+                errors[name[:100]] = ["Unknown filter; use the list's query keys (see GET /jobs)."]
+                continue
+            values = given if isinstance(given, list) else [given]
+            if not 1 <= len(values) <= MAX_BULK_FILTER_VALUES or not all(
+                isinstance(item, str | int | float) and not (isinstance(item, float) and not math.isfinite(item))
+                for item in values
+            ):
+                errors[name[:100]] = [
+                    f"A string, number or boolean, or a list of 1 to {MAX_BULK_FILTER_VALUES} of them."
+                ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        params = QueryDict(mutable=True)
+        for name, given in attrs["filter"].items():
+            values = given if isinstance(given, list) else [given]
+            params.setlist(name, [_query_text(item) for item in values])
+        attrs["params"] = params
+        return attrs
+
+
+def _query_text(value: str | float) -> str:
+    """A filter value as the list's query string spells it (true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -10,6 +10,7 @@ lifecycle rule lives here once:
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
+- bulk: retry or cancel every job a filter selects, in batches, audited once;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -17,6 +18,7 @@ lifecycle rule lives here once:
 
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .bulk import BulkResult, jobs_bulk
 from .enqueue import RUN_JOB
 from .lifecycle import (
     attempts_spent,
@@ -50,6 +52,7 @@ __all__ = [
     "RUNNABLE_STATUSES",
     "RUN_JOB",
     "START_RECORD_AFTER",
+    "BulkResult",
     "PermanentJobError",
     "api_key_create",
     "api_key_revoke",
@@ -68,6 +71,7 @@ __all__ = [
     "job_submit",
     "job_submit_batch",
     "job_succeed",
+    "jobs_bulk",
     "now",
     "request_fingerprint",
     "retry_backoff",
