@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from jobs.models import Job
 from tests.factories import make_job
@@ -161,3 +162,25 @@ def test_the_admin_searches_by_tag_metadata_and_payload(client):
     bad = client.get("/admin/jobs/job/", {"q": "payload.__class__:x"})
     assert list(bad.context["cl"].result_list) == []
     assert "payload.__class__" in bad.content.decode()
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="the GIN indexes are PostgreSQL's")
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [("tag=a&tag=b", "job_tags_gin"), ("metadata.region=eu", "job_metadata_gin"), ("payload.n=1", "job_payload_gin")],
+)
+def test_label_filters_can_use_their_gin_index_on_postgresql(query, index):
+    from django.http import QueryDict
+
+    from jobs import selectors
+
+    make_job(tags=["a", "b"], metadata={"region": "eu"}, payload={"n": 1})
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a tiny table: make the planner show what it can use
+    try:
+        plan = selectors.job_filtered(QueryDict(query)).explain()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = on")
+
+    assert index in plan, plan
