@@ -177,5 +177,6 @@ def test_the_admin_action_on_selected_rows_only_touches_them(client):
     text = page.content.decode()
     assert "Retried 1 job(s)." in text
     assert f"Refused 1: {str(done.job_id)[:8]}" in text
+    assert f"{str(failed[0].job_id)[:8]}: Job" not in text  # the job it retried is not named as refused
     assert Job.objects.filter(status=JobStatus.FAILED).count() == 2
     assert AuditEntry.objects.get().detail["filter"]["job_ids"]

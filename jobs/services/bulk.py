@@ -56,6 +56,10 @@ def jobs_bulk(
     result = BulkResult(matched=matched)
     if dry_run or top is None:
         return result
+    # Read before the walk, which moves the eligible ones out of their status.
+    ineligible = queryset.filter(pk__lte=top).exclude(status__in=eligible_statuses).order_by("-pk")
+    for job in ineligible[:REFUSAL_SAMPLE]:
+        _note_refusal(result, job, f"Job {job.job_id} is {job.status}; it cannot become {target}.")
     cursor = top + 1
     eligible = queryset.filter(status__in=eligible_statuses)
     while True:
@@ -69,10 +73,6 @@ def jobs_bulk(
                 result.changed += 1
             except InvalidTransition as error:  # it moved since the batch was read
                 _note_refusal(result, job, error.detail)
-    if result.changed < matched and len(result.refused) < REFUSAL_SAMPLE:
-        others = queryset.filter(pk__lte=top).exclude(status__in=eligible_statuses).order_by("-pk")
-        for job in others[: REFUSAL_SAMPLE - len(result.refused)]:
-            _note_refusal(result, job, f"Job {job.job_id} is {job.status}; it cannot become {target}.")
     AuditEntry.objects.create(
         at=now(),
         actor=actor,
