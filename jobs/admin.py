@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,12 +21,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from . import selectors, services
 from .api.throttling import LoginFailureThrottle
-from .exceptions import InvalidTransition
 from .handlers import get_job_type, job_type_names
-from .models import ApiKey, FlowAuditEvent, Job, JobStatus, JobTypeSettings, QueueState, Schedule
+from .models import ApiKey, AuditEntry, FlowAuditEvent, Job, JobStatus, JobTypeSettings, QueueState, Schedule
 
 FAILURE_GROUPS_SHOWN = 200
 STATUS_COLOURS: dict[str, str] = {
@@ -100,35 +99,34 @@ def admin_actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-def run_service_on_each(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    queryset: QuerySet[Job],
-    service: Callable[..., Job],
-    verb: str,
+def run_bulk(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job], action: str, verb: str
 ) -> None:
-    """Call `service` on every selected job and report how many it changed and why it refused the others."""
-    done, refused = 0, []
-    for job in queryset:
-        try:
-            service(job=job, actor=admin_actor(request))
-            done += 1
-        except InvalidTransition as error:
-            refused.append(f"{str(job.job_id)[:8]}: {error.detail}")
-    if done:
-        modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
+    """Retry or cancel the selected jobs, or, with "Select all N", every job the changelist matches, through
+    the bulk service (in batches, each job through its single-job service, audited once), and report how
+    many it changed and why it refused the others."""
+    select_across = request.POST.get("select_across") == "1"
+    described: dict[str, Any] = {"admin_changelist": request.GET.urlencode()[:2000], "select_across": select_across}
+    if not select_across:
+        described["job_ids"] = [str(job_id) for job_id in queryset.values_list("job_id", flat=True)[:100]]
+    result = services.jobs_bulk(action=action, queryset=queryset, actor=admin_actor(request), filter=described)
+    if result.changed:
+        modeladmin.message_user(request, f"{verb} {result.changed} job(s).", messages.SUCCESS)
+    refused = result.matched - result.changed
     if refused:
-        modeladmin.message_user(request, f"Refused {len(refused)}: " + "; ".join(refused), messages.WARNING)
+        named = "; ".join(f"{job_id[:8]}: {why}" for job_id, why in result.refused)
+        more = "" if refused <= len(result.refused) else f"; and {refused - len(result.refused)} more"
+        modeladmin.message_user(request, f"Refused {refused}: {named}{more}", messages.WARNING)
 
 
 @admin.action(description="Retry selected jobs", permissions=["retry"])
 def retry_selected(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-    run_service_on_each(modeladmin, request, queryset, services.job_retry, "Retried")
+    run_bulk(modeladmin, request, queryset, "retry", "Retried")
 
 
 @admin.action(description="Cancel selected jobs", permissions=["cancel"])
 def cancel_selected(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-    run_service_on_each(modeladmin, request, queryset, services.job_cancel, "Cancelled")
+    run_bulk(modeladmin, request, queryset, "cancel", "Cancelled")
 
 
 # Everything the console shows of a job, all read-only: state changes go through the actions.
@@ -142,6 +140,10 @@ JOB_FIELDS = (
     "timeout",
     "run_at",
     "idempotency_key",
+    "unique_key",
+    "unique_until",
+    "tags",
+    "metadata",
     "schedule",
     "submitted_by",
     "callback_url",
@@ -197,6 +199,26 @@ class JobAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
+        # Words `tag:<tag>`, `metadata.<key>:<value>` and `payload.<field>:<value>` filter as the API's
+        # ?tag=, ?metadata.<key>= and ?payload.<field>= do (all must hold); the other words search as below.
+        labels, words = [], []
+        for word in search_term.split():
+            name, colon, value = word.partition(":")
+            if colon and selectors.is_label_param(name):
+                labels.append((name, value))
+            else:
+                words.append(word)
+        if labels:
+            try:
+                queryset = selectors.filter_by_labels(queryset, selectors.label_filters(labels))
+            except DRFValidationError as error:
+                detail = error.detail if isinstance(error.detail, dict) else {"search": error.detail}
+                for name, problems in detail.items():
+                    self.message_user(request, f"{name}: {' '.join(map(str, problems))}", messages.ERROR)
+                return queryset.none(), False
+            if not words:
+                return queryset, False
+            search_term = " ".join(words)
         # A full job id matches exactly (indexed); anything else searches type and idempotency key.
         term = search_term.strip()
         if len(term) == 36:
@@ -300,6 +322,32 @@ class JobAdmin(admin.ModelAdmin):
             "jobs_url": reverse("admin:jobs_job_changelist"),
         }
         return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Bulk actions, read-only: who ran which action over which filter, and how many jobs it changed."""
+
+    list_display = ["at", "actor", "action", "detail"]
+    list_filter = ["action"]
+    search_fields = ["actor"]
+    readonly_fields = ["at", "actor", "action", "detail"]
+    fields = ["at", "actor", "action", "detail"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an audit record is kept
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("jobs.view_job")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.view_job")
 
 
 @admin.register(ApiKey)

@@ -42,6 +42,13 @@ class CallbackNotSignable(JobError):
     )
 
 
+class UniqueKeyContended(JobError):
+    """A unique submit kept losing its key to jobs that finished before it could answer with them."""
+
+    status_code = 409
+    default_detail = "Jobs with this unique key keep finishing as it is submitted; try again."
+
+
 class StoreUnavailable(JobError):
     status_code = 503
     default_detail = "The job store is unavailable; nothing was stored. Try again."

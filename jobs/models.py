@@ -21,6 +21,7 @@ class JobStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+_TERMINAL_VALUES = sorted(status.value for status in TERMINAL_STATUSES)
 
 
 class CallbackStatus(models.TextChoices):
@@ -59,6 +60,14 @@ class Job(models.Model):
     submitted_by = models.CharField(max_length=100, blank=True, default="")
     # The name of the schedule that submitted the job ("" for a job submitted otherwise).
     schedule = models.CharField(max_length=64, blank=True, default="")
+    # Unique jobs (jobs.services.submission): `unique_key` as submitted or derived from the job type,
+    # shown for good; `unique_claim` holds the same key while the job may still block a duplicate (a
+    # unique index on it covers unfinished jobs only) and is cleared once its window has passed.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    unique_claim = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    unique_until = models.DateTimeField(null=True, blank=True, help_text="End of the unique window; empty: none.")
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # The failure's class and stable message, hashed (jobs.services.fingerprints): failures group by it.
@@ -85,6 +94,13 @@ class Job(models.Model):
                 fields=["submitted_by", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="job_idempotency_key_per_submitter",
+            ),
+            # One unfinished job per (type, claimed key): the database, not Redis, decides a race of unique
+            # submits, on SQLite and PostgreSQL alike. A finished job leaves the index by its status.
+            models.UniqueConstraint(
+                fields=["type", "unique_claim"],
+                condition=Q(unique_claim__isnull=False) & ~Q(status__in=_TERMINAL_VALUES),
+                name="job_unique_claim_unfinished",
             ),
         ]
         # Beyond Django's add/view: who may retry and cancel, in the admin and through the API.
@@ -144,6 +160,27 @@ class JobEvent(models.Model):
     def __str__(self) -> str:
         change = f"{self.from_status or '∅'} → {self.to_status} by {self.actor}"
         return f"{change}: {self.note}" if self.note else change
+
+
+class AuditEntry(models.Model):
+    """One operator action over many jobs (a bulk retry or cancel): who, when, what, and with which filter.
+
+    Each job it changed also has its own timeline row (JobEvent) with the same actor.
+    """
+
+    at = models.DateTimeField(default=timezone.now, editable=False)
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    # The filter as given (the list's query keys), and the counts: {"filter", "matched", "changed", ...}.
+    detail = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["-at"], name="auditentry_at")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class ApiScope(models.TextChoices):

@@ -20,6 +20,9 @@ SESSION_WRITE_PERMISSIONS = {
     "batch": "jobs.add_job",
     "retry": "jobs.retry_job",
     "cancel": "jobs.cancel_job",
+    # A bulk action needs what the single one needs.
+    "bulk_retry": "jobs.retry_job",
+    "bulk_cancel": "jobs.cancel_job",
 }
 
 

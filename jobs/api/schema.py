@@ -22,7 +22,7 @@ from rest_framework import serializers
 from ..handlers import job_type_names
 from ..handlers.django_task import TASK_PATH
 from ..models import JobStatus
-from .serializers import JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
+from .serializers import BulkActionSerializer, JobBatchSubmitSerializer, JobSerializer, JobSubmitSerializer
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -129,6 +129,13 @@ job_reads = extend_schema_view(
             OpenApiParameter("queue", str, enum=[*settings.SENTINELFLOW_QUEUES, ""], description="Only this queue."),
             OpenApiParameter("created_after", DATETIME_OR_EMPTY, description="Created at or after (ISO 8601)."),
             OpenApiParameter("created_before", DATETIME_OR_EMPTY, description="Created before (ISO 8601)."),
+            OpenApiParameter(
+                "tag",
+                {"type": "array", "items": {"type": "string", "maxLength": 256}, "maxItems": 10},
+                explode=True,
+                description="Only jobs with every tag given (repeat the parameter). metadata.<key>=<value> and "
+                "payload.<field>=<value> filter by a metadata or payload value the same way.",
+            ),
         ],
         responses={200: JobSerializer(many=True), 400: FieldErrors, 401: UNKNOWN_READER, 429: THROTTLED},
     ),
@@ -163,6 +170,28 @@ job_cancel = extend_schema(
     request=None,
     responses=job_action_responses(conflict="The job has already finished"),
 )
+
+BulkResult = inline_serializer(
+    "BulkResult", {"matched": serializers.IntegerField(), "changed": serializers.IntegerField()}
+)
+
+
+def bulk_action(summary: str) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=BulkActionSerializer,
+        responses={
+            200: OpenApiResponse(BulkResult, description="How many jobs matched the filter and how many changed"),
+            400: FieldErrors,
+            401: NO_WRITE_KEY,
+            403: NO_WRITE_SCOPE,
+            429: THROTTLED,
+        },
+    )
+
+
+job_bulk_retry = bulk_action("Retry every failed or cancelled job a filter selects (dry_run: only count)")
+job_bulk_cancel = bulk_action("Cancel every unfinished job a filter selects (dry_run: only count)")
 
 HealthStatus = inline_serializer("HealthStatus", {"status": serializers.CharField()})
 Readiness = inline_serializer(

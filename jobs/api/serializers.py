@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.request import Request
@@ -15,13 +17,34 @@ from ..handlers import job_type_names, registered_job_type
 from ..handlers.django_task import is_task_path
 from ..handlers.webhook import literal_target_error
 from ..models import CALLBACK_URL_MAX_LENGTH, Job
+from ..selectors import LABEL_KEY, is_label_param
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
 MAX_QUEUE_NAME = 32
 MAX_TYPE_NAME = 64
 LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
-SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "callback_url"})
+# Fields that plain_submission leaves to the serializer's fields.
+LABEL_FIELDS = frozenset({"unique_key", "unique_for", "tags", "metadata"})
+SUBMIT_FIELDS = (
+    frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "callback_url"}) | LABEL_FIELDS
+)
+MAX_UNIQUE_KEY = 255
+MAX_UNIQUE_FOR = 366 * 24 * 3600
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 64
+MAX_METADATA_KEYS = 20
+MAX_METADATA_VALUE_LENGTH = 256
+# Metadata keys are those `?metadata.<key>=` can name (selectors.LABEL_KEY): a key never nests.
+
+
+class StringField(serializers.CharField):
+    """A CharField that takes only a JSON string: a key or a tag that was a number is a mistake, not 5 -> "5"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -77,6 +100,10 @@ class JobSerializer(serializers.ModelSerializer):
             "callback_url",
             "callback_status",
             "callback_attempts",
+            "unique_key",
+            "unique_until",
+            "tags",
+            "metadata",
             "result",
             "error",
             "created_at",
@@ -138,6 +165,14 @@ class JobSubmitSerializer(serializers.Serializer):
     run_at = serializers.DateTimeField(required=False, default_timezone=dt.UTC)
     delay = serializers.FloatField(required=False, min_value=0, max_value=MAX_DELAY_SECONDS)
     callback_url = serializers.URLField(required=False, max_length=CALLBACK_URL_MAX_LENGTH)
+    unique_key = StringField(required=False, max_length=MAX_UNIQUE_KEY, trim_whitespace=False)
+    unique_for = serializers.IntegerField(required=False, min_value=1, max_value=MAX_UNIQUE_FOR)
+    tags = serializers.ListField(
+        child=StringField(max_length=MAX_TAG_LENGTH, trim_whitespace=False),
+        required=False,
+        max_length=MAX_TAGS,
+    )
+    metadata = serializers.DictField(required=False)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -196,7 +231,44 @@ class JobSubmitSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Ensure this is at most {LATEST_RUN_AT:%Y-%m-%dT%H:%M:%SZ}.")
         return value
 
+    def validate_unique_key(self, value: str) -> str:
+        if not value.isprintable() or value != value.strip():
+            raise serializers.ValidationError("Use printable characters, without leading or trailing spaces.")
+        return value
+
+    def validate_tags(self, value: list[str]) -> list[str]:
+        for tag in value:
+            if not tag.isprintable() or tag != tag.strip():
+                raise serializers.ValidationError(
+                    f"Tags are 1 to {MAX_TAG_LENGTH} printable characters, without leading or trailing spaces."
+                )
+        return list(dict.fromkeys(value))  # in order, once each
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise serializers.ValidationError(f"Ensure this object has at most {MAX_METADATA_KEYS} keys.")
+        for key, item in value.items():
+            if not LABEL_KEY.match(key) or "__" in key:
+                raise serializers.ValidationError(
+                    f"Key {key[:80]!r}: a letter, then up to 63 letters, digits, '_' or '-' (no '__')."
+                )
+            if isinstance(item, str):
+                if len(item) > MAX_METADATA_VALUE_LENGTH:
+                    raise serializers.ValidationError(
+                        f"Key {key!r}: ensure the value has at most {MAX_METADATA_VALUE_LENGTH} characters."
+                    )
+            elif not isinstance(item, int | float) or (isinstance(item, float) and not math.isfinite(item)):
+                raise serializers.ValidationError(
+                    f"Key {key!r}: a value is a string, a number or a boolean (the object is flat)."
+                )
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        job_type = registered_job_type(attrs["type"])
+        if "unique_for" in attrs and "unique_key" not in attrs and not (job_type and job_type.unique_by):
+            raise serializers.ValidationError(
+                {"unique_for": [f"Give unique_key too: job type {attrs['type']!r} declares no default key."]}
+            )
         if "run_at" in attrs and "delay" in attrs:
             raise serializers.ValidationError({"delay": ["Give run_at or delay, not both."]})
         delay = attrs.pop("delay", None)
@@ -224,7 +296,7 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     integers, no run_at or delay) is checked here instead. Anything else returns None and goes
     through the fields, which then give the errors; so the result is always the fields' result.
     """
-    if "run_at" in data or "delay" in data or "callback_url" in data:
+    if "run_at" in data or "delay" in data or "callback_url" in data or not LABEL_FIELDS.isdisjoint(data):
         return None
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():
@@ -303,3 +375,52 @@ def idempotency_key_from(request: Request, *, max_length: int = MAX_IDEMPOTENCY_
             {IDEMPOTENCY_KEY_HEADER: [f"Use 1 to {max_length} printable ASCII characters."]}
         )
     return value
+
+
+# The list's query keys that a bulk action's filter may hold besides tag, metadata.<key> and payload.<key>.
+BULK_FILTER_KEYS = frozenset({"status", "type", "queue", "schedule", "created_after", "created_before"})
+MAX_BULK_FILTER_VALUES = 10
+
+
+class BulkActionSerializer(serializers.Serializer):
+    """The body of POST /jobs/bulk/retry and /jobs/bulk/cancel: {"filter": {<list query keys>}, "dry_run": false}.
+
+    `filter` becomes the list's query parameters (validated_data["params"], a QueryDict): a value is a
+    string, number or boolean, or (for `tag`, or any key repeated) a list of them.
+    """
+
+    filter = serializers.DictField(allow_empty=False)
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+    def validate_filter(self, value: dict[str, Any]) -> dict[str, Any]:
+        errors = {}
+        for name, given in value.items():
+            if name not in BULK_FILTER_KEYS and not is_label_param(name):
+                errors[name[:100]] = ["Unknown filter; use the list's query keys (see GET /jobs)."]
+                continue
+            values = given if isinstance(given, list) else [given]
+            if not 1 <= len(values) <= MAX_BULK_FILTER_VALUES or not all(
+                isinstance(item, str | int | float) and not (isinstance(item, float) and not math.isfinite(item))
+                for item in values
+            ):
+                errors[name[:100]] = [
+                    f"A string, number or boolean, or a list of 1 to {MAX_BULK_FILTER_VALUES} of them."
+                ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        params = QueryDict(mutable=True)
+        for name, given in attrs["filter"].items():
+            values = given if isinstance(given, list) else [given]
+            params.setlist(name, [_query_text(item) for item in values])
+        attrs["params"] = params
+        return attrs
+
+
+def _query_text(value: str | float) -> str:
+    """A filter value as the list's query string spells it (true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

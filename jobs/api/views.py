@@ -1,4 +1,5 @@
-"""The jobs endpoints (/jobs, /jobs/batch, /jobs/{id}, /jobs/{id}/retry, /jobs/{id}/cancel) and /metrics.
+"""The jobs endpoints (/jobs, /jobs/batch, /jobs/bulk/{retry,cancel}, /jobs/{id}, /jobs/{id}/retry, /jobs/{id}/cancel)
+and /metrics.
 
 Each action validates with a serializer and calls one service; the OpenAPI declarations are in `schema`.
 """
@@ -12,6 +13,7 @@ from django.urls import reverse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,6 +25,7 @@ from .pagination import JobCursorPagination
 from .permissions import scopes_of
 from .serializers import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    BulkActionSerializer,
     JobBatchSubmitSerializer,
     JobSerializer,
     JobSubmitSerializer,
@@ -69,7 +72,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         )
         location = request.build_absolute_uri(reverse("job-detail", kwargs={"job_id": job.job_id}))
         return Response(
-            self.get_serializer(job).data,
+            self.submitted(job, request).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
             headers={"Location": location},
         )
@@ -88,9 +91,44 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             fingerprint=services.request_fingerprint(request.data),
         )
         return Response(
-            {"jobs": self.get_serializer(jobs, many=True).data},
+            {"jobs": [self.submitted(job, request).data for job in jobs]},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+    def submitted(self, job: Job, request: Request) -> JobSerializer:
+        """A job as its submit answers it. A unique key is shared by every submitter of the type: the job
+        another key submitted is answered with its secrets redacted (the caller asked to submit, not to
+        read; its id and status are enough to follow it)."""
+        context = self.get_serializer_context()
+        if job.submitted_by != actor_of(request):
+            context["redact"] = True
+        return JobSerializer(job, context=context)
+
+    @schema.job_bulk_retry
+    @action(detail=False, methods=["post"], url_path="bulk/retry")
+    def bulk_retry(self, request: Request) -> Response:
+        return self._bulk(request, "retry")
+
+    @schema.job_bulk_cancel
+    @action(detail=False, methods=["post"], url_path="bulk/cancel")
+    def bulk_cancel(self, request: Request) -> Response:
+        return self._bulk(request, "cancel")
+
+    def _bulk(self, request: Request, action: str) -> Response:
+        body = BulkActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            queryset = selectors.job_filtered(body.validated_data["params"])
+        except ValidationError as error:
+            raise ValidationError({"filter": error.detail}) from None
+        result = services.jobs_bulk(
+            action=action,
+            queryset=queryset,
+            actor=actor_of(request),
+            filter=body.validated_data["filter"],
+            dry_run=body.validated_data["dry_run"],
+        )
+        return Response({"matched": result.matched, "changed": result.changed})
 
     @schema.job_retry
     @action(detail=True, methods=["post"])

@@ -61,6 +61,10 @@ class JobType:
     max_concurrency: int | None = None
     rate: str | None = None
     limit_by: str | None = None
+    # Unique jobs by default: the payload fields that make the key, and the window in seconds (None: until
+    # the job finishes). A submit's own unique_key and unique_for win (jobs.services.submission).
+    unique_by: tuple[str, ...] = ()
+    unique_for: int | None = None
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -77,18 +81,25 @@ def job_type(
     max_concurrency: int | None = None,
     rate: str | None = None,
     limit_by: str | None = None,
+    unique_by: Iterable[str] = (),
+    unique_for: int | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of job type `name`.
 
     `secret_fields` names the payload fields that anonymous readers must not see (see
     JobSerializer); left out, the whole payload is hidden from them. `max_concurrency`, `rate` and
-    `limit_by` declare the type's flow control (see JobType).
+    `limit_by` declare the type's flow control (see JobType). `unique_by` names payload
+    fields whose values make a default unique key, held for `unique_for` seconds (None: until the job
+    finishes); see jobs.services.submission.
     """
     secrets = None if secret_fields is None else frozenset(secret_fields)
     if max_concurrency is not None and max_concurrency < 1:
         raise ImproperlyConfigured(f"job type {name!r}: max_concurrency must be at least 1")
     if rate is not None and not RATE.fullmatch(rate):
         raise ImproperlyConfigured(f'job type {name!r}: rate {rate!r} is not a count per s, m or h ("10/s")')
+    unique = (unique_by,) if isinstance(unique_by, str) else tuple(unique_by)
+    if unique_for is not None and (not unique or unique_for <= 0):
+        raise ValueError(f"job type {name!r}: unique_for needs unique_by and a positive number of seconds")
 
     def register(run: Handler) -> Handler:
         if name in REGISTRY and REGISTRY[name].run is not run:
@@ -101,6 +112,8 @@ def job_type(
             max_concurrency=max_concurrency,
             rate=rate,
             limit_by=limit_by,
+            unique_by=unique,
+            unique_for=unique_for,
         )
         return run
 

@@ -14,6 +14,7 @@ lifecycle rule lives here once:
 - callbacks: signed completion callbacks, their attempts and retries;
 - failures: retry a failure group (type and error fingerprint);
 - retention: delete finished jobs past their age, in bounded batches;
+- bulk: retry or cancel every job a filter selects, in batches, audited once;
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -22,6 +23,7 @@ lifecycle rule lives here once:
 from ..exceptions import PermanentJobError
 from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .bulk import BulkResult, jobs_bulk
 from .callbacks import callback_deliver, callbacks_due, signature, signing_key_for
 from .enqueue import RUN_JOB
 from .failures import failure_group_retry
@@ -70,6 +72,7 @@ __all__ = [
     "RUN_JOB",
     "START_RECORD_AFTER",
     "TYPE_SETTING_FIELDS",
+    "BulkResult",
     "FlowState",
     "PermanentJobError",
     "Policy",
@@ -101,6 +104,7 @@ __all__ = [
     "job_succeed",
     "job_type_update",
     "job_types_ensure",
+    "jobs_bulk",
     "jobs_prune",
     "jobs_prune_count",
     "now",

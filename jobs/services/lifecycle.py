@@ -188,6 +188,8 @@ def job_retry(*, job: Job, actor: str) -> Job:
         enqueued_at=transitions.now(),
         finished_at=None,
         **callback_reset(job),
+        # A finished job's unique window is over: run again, it must not collide with (nor block) a newer holder.
+        unique_claim=None,
     )
     logger.info("job %s retried by %s", job.job_id, actor)
     transaction.on_commit(lambda: push(job, counts=[("jobs_retried_total", (job.type, "manual"))], replace=True))

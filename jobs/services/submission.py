@@ -2,6 +2,11 @@
 
 An Idempotency-Key makes a submission safe to repeat: the same key and body return the jobs
 stored the first time; the same key with another body is refused (IdempotencyKeyReused).
+
+A unique key (`unique_key`, or the job type's `unique_by` payload fields) makes a submission answer with
+the unfinished job of the same type and key submitted within its window (`unique_for` seconds), whoever
+submitted it. The database decides: `unique_claim` carries the key while the job may block others, and a
+unique index over the unfinished jobs lets one of many racing inserts win (see Job.Meta).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,8 +22,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 
 from .. import store
-from ..exceptions import CallbackNotSignable, IdempotencyKeyReused
-from ..models import CallbackStatus, Job
+from ..exceptions import CallbackNotSignable, IdempotencyKeyReused, UniqueKeyContended
+from ..handlers import get_job_type
+from ..models import TERMINAL_STATUSES, CallbackStatus, Job
 from . import transitions
 from .callbacks import signing_key_for
 from .enqueue import push, push_many
@@ -43,41 +49,108 @@ def job_submit(
     idempotency_key: str | None = None,
     fingerprint: str = "",
     callback_url: str = "",
+    unique_key: str | None = None,
+    unique_for: int | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Store a new job and enqueue it once the row is committed.
 
     Returns (job, created). A repeated Idempotency-Key from the same submitter
     returns the original job with created=False; reusing a key for a
-    different body raises IdempotencyKeyReused. A `callback_url` needs a submitter that can sign its
-    callbacks (a stored API key with a signing secret), else CallbackNotSignable.
+    different body raises IdempotencyKeyReused. A unique key held by an
+    unfinished job of the type (see the module) returns that job, created=False. A `callback_url` needs a
+    submitter that can sign its callbacks (a stored API key with a signing secret), else CallbackNotSignable.
     """
     if idempotency_key is not None:
         existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
     check_signer([{"callback_url": callback_url}], submitted_by)
-    submitted_at = transitions.now()
-    item = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
+    item: dict[str, Any] = {
+        "type": type,
+        "payload": payload,
+        "queue": queue,
+        "max_retries": max_retries,
+        "timeout": timeout,
+    }
+    item |= {"run_at": run_at, "unique_key": unique_key, "unique_for": unique_for, "tags": tags, "metadata": metadata}
     item |= {"callback_url": callback_url}
-    job = new_job(
-        {**item, "run_at": run_at},
-        submitted_at=submitted_at,
-        submitted_by=submitted_by,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-    )
-    try:
-        insert_jobs([job], at=submitted_at, actor=submitted_by)
-    except IntegrityError:
-        # Two requests raced with one Idempotency-Key; the other one stored the job.
-        existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
-        if existing is None:
-            raise
-        return existing, False
+    item = with_unique_defaults(item)
+    for _ in range(UNIQUE_RACE_ATTEMPTS):
+        submitted_at = transitions.now()
+        if item["unique_key"] is not None:
+            holder = unique_holder(item["type"], item["unique_key"], at=submitted_at)
+            if holder is not None:
+                return holder, False
+        job = new_job(
+            item,
+            submitted_at=submitted_at,
+            submitted_by=submitted_by,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        try:
+            insert_jobs([job], at=submitted_at, actor=submitted_by)
+            break
+        except IntegrityError:
+            # Two requests raced with one Idempotency-Key, or with one unique key: the other one stored the job.
+            existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint) if idempotency_key else None
+            if existing is not None:
+                return existing, False
+            if item["unique_key"] is None:
+                raise
+            # The winner may have finished already: look again, and insert again if its claim is gone.
+    else:
+        raise UniqueKeyContended()
     # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
     # (Outside a transaction the row is committed already and this runs at once.)
     transaction.on_commit(lambda: push(job, counts=[("jobs_submitted_total", (job.type,))]))
     return job, True
+
+
+# Inserts tried by one unique submit: each failed one means another submit won the key; one whose job is
+# gone by the time this one looks (it finished at once) is the only reason to try again.
+UNIQUE_RACE_ATTEMPTS = 5
+
+
+def with_unique_defaults(item: dict[str, Any]) -> dict[str, Any]:
+    """The submission with its unique key and window: as given, else the job type's (`unique_by`, `unique_for`).
+
+    A key made from payload fields is `field=<JSON value>` joined by "&" (a digest when longer than the column).
+    """
+    job_type = get_job_type(item["type"])
+    key, window = item.get("unique_key"), item.get("unique_for")
+    if job_type is not None and job_type.unique_by:
+        if key is None:
+            payload = item.get("payload") or {}
+            key = "&".join(
+                f"{name}={json.dumps(payload.get(name), sort_keys=True, cls=DjangoJSONEncoder)}"
+                for name in job_type.unique_by
+            )
+            if len(key) > UNIQUE_KEY_MAX_LENGTH:
+                key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        if window is None:
+            window = job_type.unique_for
+    return {**item, "unique_key": key, "unique_for": window if key is not None else None}
+
+
+UNIQUE_KEY_MAX_LENGTH = 255
+
+
+def unique_holder(type: str, key: str, *, at: datetime) -> Job | None:
+    """The unfinished job of `type` that holds `key` at `at`, or None.
+
+    A holder whose window has passed gives its claim up here (compare-and-set on the claim, so racing
+    submits release it once and then race on the insert); its `unique_key` stays for the record.
+    """
+    holder = Job.objects.filter(type=type, unique_claim=key).exclude(status__in=TERMINAL_STATUSES).first()
+    if holder is None:
+        return None
+    if holder.unique_until is not None and holder.unique_until <= at:
+        Job.objects.filter(pk=holder.pk, unique_claim=key).update(unique_claim=None)
+        return None
+    return holder
 
 
 def new_job(
@@ -88,6 +161,7 @@ def new_job(
     scheduled = run_at is not None and run_at > submitted_at
     max_retries = item.get("max_retries")
     callback_url = item.get("callback_url") or ""
+    unique_key, unique_for = item.get("unique_key"), item.get("unique_for")
     return Job(
         type=item["type"],
         payload=item["payload"],
@@ -103,6 +177,11 @@ def new_job(
         request_fingerprint=fingerprint,
         callback_url=callback_url,
         callback_status=CallbackStatus.PENDING if callback_url else CallbackStatus.NONE,
+        unique_key=unique_key,
+        unique_claim=unique_key,
+        unique_until=submitted_at + timedelta(seconds=unique_for) if unique_key and unique_for else None,
+        tags=item.get("tags") or [],
+        metadata=item.get("metadata") or {},
     )
 
 
@@ -124,33 +203,59 @@ def job_submit_batch(
     All or nothing: the items were all validated before this call, and one INSERT stores them.
     Returns (jobs in the order given, created). With an Idempotency-Key, item i is stored under
     "<key>#<i>", so a repeat returns the same jobs (created=False) and another body is refused.
+    An item whose unique key an unfinished job holds (or an earlier item of the batch) is answered
+    with that job and stores nothing; created is True when the batch stored any job.
     """
     keys: list[str | None] = (
         [f"{idempotency_key}#{index}" for index in range(len(items))] if idempotency_key else [None] * len(items)
     )
-    if idempotency_key is not None:
-        existing = _jobs_for_batch_key(submitted_by, keys, fingerprint)
-        if existing is not None:
-            return existing, False
+    items = [with_unique_defaults(item) for item in items]
+    any_unique = any(item["unique_key"] is not None for item in items)
     check_signer(items, submitted_by)
-    submitted_at = transitions.now()
-    jobs = [
-        new_job(
-            item, submitted_at=submitted_at, submitted_by=submitted_by, idempotency_key=key, fingerprint=fingerprint
-        )
-        for item, key in zip(items, keys, strict=True)
-    ]
-    try:
-        insert_jobs(jobs, at=submitted_at, actor=submitted_by)
-    except IntegrityError:
-        existing = _jobs_for_batch_key(submitted_by, keys, fingerprint) if idempotency_key else None
-        if existing is None:
-            raise
-        return existing, False
-    counts = [("jobs_submitted_total", (job.type,)) for job in jobs]
+    for _ in range(UNIQUE_RACE_ATTEMPTS):
+        answers: list[Job | None] = [None] * len(items)
+        if idempotency_key is not None:
+            stored = _jobs_for_batch_key(submitted_by, keys, fingerprint, any_unique)
+            if stored is not None and all(job is not None for job in stored):
+                return [job for job in stored if job is not None], False
+            answers = stored or answers
+        submitted_at = transitions.now()
+        new: list[Job] = []
+        claimed: dict[tuple[str, str], Job] = {}
+        for index, (item, key) in enumerate(zip(items, keys, strict=True)):
+            if answers[index] is not None:
+                continue
+            unique = (item["type"], item["unique_key"]) if item["unique_key"] is not None else None
+            if unique is not None:
+                holder = claimed.get(unique) or unique_holder(*unique, at=submitted_at)
+                if holder is not None:
+                    answers[index] = holder
+                    continue
+            job = new_job(
+                item, submitted_at=submitted_at, submitted_by=submitted_by, idempotency_key=key, fingerprint=fingerprint
+            )
+            new.append(job)
+            answers[index] = job
+            if unique is not None:
+                claimed[unique] = job
+        if not new:
+            return [job for job in answers if job is not None], False
+        try:
+            insert_jobs(new, at=submitted_at, actor=submitted_by)
+            break
+        except IntegrityError:
+            # Another request stored the jobs of this Idempotency-Key, or took one of the unique keys: look again.
+            if not any_unique:
+                existing = _jobs_for_batch_key(submitted_by, keys, fingerprint) if idempotency_key else None
+                if existing is None:
+                    raise
+                return [job for job in existing if job is not None], False
+    else:
+        raise UniqueKeyContended()
+    counts = [("jobs_submitted_total", (job.type,)) for job in new]
     # As for one job: the rows are committed before any worker can see the jobs.
-    transaction.on_commit(lambda: push_many(jobs, counts=counts))
-    return jobs, True
+    transaction.on_commit(lambda: push_many(new, counts=counts))
+    return [job for job in answers if job is not None], True
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
@@ -158,15 +263,21 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     store.backend().insert(jobs, at=at, actor=actor)
 
 
-def _jobs_for_batch_key(submitted_by: str, keys: Sequence[str | None], fingerprint: str) -> list[Job] | None:
+def _jobs_for_batch_key(
+    submitted_by: str, keys: Sequence[str | None], fingerprint: str, partial: bool = False
+) -> list[Job | None] | None:
+    """The jobs stored under a batch's keys, in order, or None when there are none. Only a batch with
+    unique items (`partial`) may have stored some of them (the others were answered by other jobs)."""
     stored = {
         job.idempotency_key: job for job in Job.objects.filter(submitted_by=submitted_by, idempotency_key__in=keys)
     }
     if not stored:
         return None
-    if len(stored) != len(keys) or any(job.request_fingerprint != fingerprint for job in stored.values()):
+    if len(stored) != len(keys) and not partial:
         raise IdempotencyKeyReused()
-    return [stored[key] for key in keys]
+    if any(job.request_fingerprint != fingerprint for job in stored.values()):
+        raise IdempotencyKeyReused()
+    return [stored.get(key) for key in keys]
 
 
 def _job_for_idempotency_key(submitted_by: str, key: str | None, fingerprint: str) -> Job | None:

@@ -157,7 +157,14 @@ PER_JOB_COLUMNS = (
     "enqueued_at",
     "callback_url",
     "callback_status",
+    "unique_key",
+    "unique_claim",
+    "unique_until",
+    "tags",
+    "metadata",
 )
+
+JSON_COLUMNS = ("payload", "tags", "metadata")
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
@@ -177,7 +184,8 @@ def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
     encoder = Job._meta.get_field("payload").encoder
     if len(jobs) == 1:
         values = [getattr(first, name) for name in PER_JOB_COLUMNS]
-        values[PER_JOB_COLUMNS.index("payload")] = db.ops.adapt_json_value(first.payload, encoder)
+        for name in JSON_COLUMNS:
+            values[PER_JOB_COLUMNS.index(name)] = db.ops.adapt_json_value(getattr(first, name), encoder)
     else:
         # Many rows go in as one JSON array that PostgreSQL unpacks (json_to_recordset): one C-speed
         # json.dumps here instead of quoting every value of every row into SQL.
@@ -229,6 +237,11 @@ def _insert_row(job: Job) -> dict[str, Any]:
         "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
         "callback_url": job.callback_url,
         "callback_status": job.callback_status,
+        "unique_key": job.unique_key,
+        "unique_claim": job.unique_claim,
+        "unique_until": job.unique_until and job.unique_until.isoformat(),
+        "tags": job.tags,
+        "metadata": job.metadata,
     }
 
 

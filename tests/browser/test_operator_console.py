@@ -153,3 +153,25 @@ def test_browsable_api_has_a_login_link_and_works_with_a_staff_session(logged_in
     page.context.clear_cookies()  # signed out
     page.goto(f"{live_server.url}/jobs")
     assert page.locator("a:has-text('Log in')").count() >= 1
+
+
+def test_search_by_tag_and_cancel_all_matching_jobs_across_pages(logged_in, live_server, api):
+    bulk = api.post(
+        "/jobs/batch", {"jobs": [{"type": "echo", "tags": ["bulk"], "delay": 3600} for _ in range(60)]}, format="json"
+    )
+    assert bulk.status_code == 201
+    other = api.post("/jobs", {"type": "echo", "tags": ["keep"], "delay": 3600}, format="json").json()
+    page = logged_in
+
+    page.goto(f"{live_server.url}/admin/jobs/job/?q=tag%3Abulk")
+    assert page.locator("#result_list tbody tr").count() == 50  # one page of the 60
+    page.check("#action-toggle")
+    page.click(".actions .question a")  # Django's "Select all 60 jobs"
+    assert "All 60 selected" in page.inner_text(".actions")
+    page.select_option("select[name=action]", "cancel_selected")
+    page.click("button[name=index]")
+
+    assert "Cancelled 60 job(s)." in page.inner_text("ul.messagelist")
+    assert Job.objects.filter(status=JobStatus.CANCELLED).count() == 60
+    assert Job.objects.get(job_id=other["job_id"]).status == JobStatus.SCHEDULED
+    shot(page, "bulk-cancel-all-matching")
