@@ -30,6 +30,7 @@ from .models import ApiKey, Job, JobStatus, Schedule
 
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
+    JobStatus.WAITING: "#adb5bd",
     JobStatus.SCHEDULED: "#6f42c1",
     JobStatus.QUEUED: "#0d6efd",
     JobStatus.STARTED: "#0dcaf0",

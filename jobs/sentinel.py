@@ -74,16 +74,18 @@ class PassReport:
     failed: int = 0
     restored: int = 0
     scheduled: int = 0
+    released: int = 0
     seconds: float = 0.0
 
     @property
     def acted(self) -> bool:
-        return bool(self.enqueued or self.recovered or self.failed or self.restored or self.scheduled)
+        return bool(self.enqueued or self.recovered or self.failed or self.restored or self.scheduled or self.released)
 
     def summary(self) -> str:
         return (
             f"enqueued {self.enqueued} pending, recovered {self.recovered}, failed {self.failed} (attempts spent), "
-            f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules "
+            f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules, "
+            f"released {self.released} waiting "
             f"in {self.seconds:.2f} s"
         )
 
@@ -119,6 +121,8 @@ class Sentinel:
         try:
             self._enqueue_pending(report)
             report.scheduled = services.schedules_fire_due()
+            # Dependents whose release a process died before (after their parents' outcomes were committed).
+            report.released = services.waiting_repair()
             self._refresh_lock()
             self._repair_lost(report)
         except LockLost:

@@ -8,6 +8,7 @@ lifecycle rule lives here once:
 - runs: the same rules for runs taken in batches by the worker (one write per run, outcomes together);
 - submission: new jobs, one or a batch, with Idempotency-Keys;
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
+- dependencies: jobs that wait for others (depends_on), their release, workflows, progress;
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
 - api_keys: create, revoke, touch.
@@ -17,6 +18,7 @@ lifecycle rule lives here once:
 
 from ..exceptions import PermanentJobError
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .dependencies import ProgressReporter, dependents_release, waiting_repair
 from .enqueue import RUN_JOB
 from .lifecycle import (
     attempts_spent,
@@ -51,11 +53,13 @@ __all__ = [
     "RUN_JOB",
     "START_RECORD_AFTER",
     "PermanentJobError",
+    "ProgressReporter",
     "api_key_create",
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
     "cancelled_among",
+    "dependents_release",
     "format_error",
     "hash_api_key_secret",
     "job_cancel",
@@ -85,4 +89,5 @@ __all__ = [
     "schedules_fire_due",
     "timing_errors",
     "upcoming_ticks",
+    "waiting_repair",
 ]

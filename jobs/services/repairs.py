@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition
 from ..models import Job
-from . import transitions
+from . import dependencies, transitions
 from .enqueue import push
 from .lifecycle import attempts_spent
 from .transitions import S, transition
@@ -61,6 +61,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
         logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
+        dependencies.release_after_outcome([job.pk])
         return job
     job = transition(
         job,

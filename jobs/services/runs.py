@@ -31,7 +31,7 @@ from .. import metrics, store
 from ..exceptions import PermanentJobError
 from ..models import Job
 from ..store.records import RunOutcome
-from . import transitions
+from . import dependencies, transitions
 from .lifecycle import _jsonable, attempts_spent, count_start, format_error, retry_backoff
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, S
 
@@ -146,6 +146,10 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
             batch.inc("jobs_enqueued_total", job.type, job.queue)
         else:
             batch.inc("jobs_failed_total", job.type)
+    # Dependents are released after the outcomes' commit; if this process dies first, the sentinel does it.
+    finished = [o.job.pk for o in outcomes if o.has_dependents and o.job.pk in moved and o.target != S.RETRYING]
+    if finished:
+        dependencies.release_after_outcome(finished)
     return moved
 
 

@@ -16,10 +16,11 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 
-from .. import store
-from ..exceptions import IdempotencyKeyReused
-from ..models import Job
+from .. import metrics, store
+from ..exceptions import IdempotencyKeyReused, UnknownParents
+from ..models import Job, JobDependency
 from . import transitions
+from .dependencies import ParentState, first_status, parent_name
 from .enqueue import push, push_many
 from .transitions import S
 
@@ -41,6 +42,8 @@ def job_submit(
     submitted_by: str,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    depends_on: list[str] | None = None,
+    allow_failure: bool = False,
 ) -> tuple[Job, bool]:
     """Store a new job and enqueue it once the row is committed.
 
@@ -54,6 +57,7 @@ def job_submit(
             return existing, False
     submitted_at = transitions.now()
     item = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
+    item |= {"depends_on": depends_on or [], "allow_failure": allow_failure}
     job = new_job(
         {**item, "run_at": run_at},
         submitted_at=submitted_at,
@@ -62,7 +66,10 @@ def job_submit(
         fingerprint=fingerprint,
     )
     try:
-        insert_jobs([job], at=submitted_at, actor=submitted_by)
+        if depends_on:
+            insert_dependents([job], [depends_on], at=submitted_at, actor=submitted_by)
+        else:
+            insert_jobs([job], at=submitted_at, actor=submitted_by)
     except IntegrityError:
         # Two requests raced with one Idempotency-Key; the other one stored the job.
         existing = _job_for_idempotency_key(submitted_by, idempotency_key, fingerprint)
@@ -71,8 +78,18 @@ def job_submit(
         return existing, False
     # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
     # (Outside a transaction the row is committed already and this runs at once.)
-    transaction.on_commit(lambda: push(job, counts=[("jobs_submitted_total", (job.type,))]))
+    if job.status in (S.QUEUED, S.SCHEDULED):
+        transaction.on_commit(lambda: push(job, counts=[("jobs_submitted_total", (job.type,))]))
+    else:
+        count_submitted([job])
     return job, True
+
+
+def count_submitted(jobs: list[Job]) -> None:
+    """Count jobs stored but not pushed (waiting for parents, or cancelled with one)."""
+    with metrics.record() as batch:
+        for job in jobs:
+            batch.inc("jobs_submitted_total", job.type)
 
 
 def new_job(
@@ -95,6 +112,7 @@ def new_job(
         submitted_by=submitted_by,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        allow_failure=bool(item.get("allow_failure")),
     )
 
 
@@ -126,16 +144,57 @@ def job_submit_batch(
         for item, key in zip(items, keys, strict=True)
     ]
     try:
-        insert_jobs(jobs, at=submitted_at, actor=submitted_by)
+        if any(item.get("depends_on") for item in items):
+            insert_dependents(
+                jobs, [item.get("depends_on") or [] for item in items], at=submitted_at, actor=submitted_by
+            )
+        else:
+            insert_jobs(jobs, at=submitted_at, actor=submitted_by)
     except IntegrityError:
         existing = _jobs_for_batch_key(submitted_by, keys, fingerprint) if idempotency_key else None
         if existing is None:
             raise
         return existing, False
-    counts = [("jobs_submitted_total", (job.type,)) for job in jobs]
+    ready = [job for job in jobs if job.status in (S.QUEUED, S.SCHEDULED)]
+    counts = [("jobs_submitted_total", (job.type,)) for job in ready]
     # As for one job: the rows are committed before any worker can see the jobs.
-    transaction.on_commit(lambda: push_many(jobs, counts=counts))
+    if ready:
+        transaction.on_commit(lambda: push_many(ready, counts=counts))
+    count_submitted([job for job in jobs if job.status not in (S.QUEUED, S.SCHEDULED)])
     return jobs, True
+
+
+def insert_dependents(jobs: list[Job], parents: list[list[str]], *, at: datetime, actor: str) -> None:
+    """Store new jobs, some depending on existing jobs (`parents[i]`: job ids of jobs[i]'s parents), with
+    their edges, in one transaction; each dependent starts `waiting`, or `cancelled` (a parent failed),
+    or as it was made (every parent finished). The parents' rows are locked first, so a parent finishing
+    meanwhile either is seen finished here or sees its new dependents when it releases them."""
+    wanted = {str(job_id) for job_ids in parents for job_id in job_ids}
+    with transaction.atomic():
+        found = {
+            str(parent.job_id): parent
+            for parent in Job.objects.select_for_update().filter(job_id__in=wanted).order_by("id")
+        }
+        unknown = sorted(wanted - set(found))
+        if unknown:
+            raise UnknownParents(f"depends_on names unknown jobs: {', '.join(unknown)}.")
+        for job, job_ids in zip(jobs, parents, strict=True):
+            if not job_ids:
+                continue
+            states = [
+                ParentState(parent_name(found[str(i)].job_id, found[str(i)].node), found[str(i)].status)
+                for i in job_ids
+            ]
+            status, error = first_status(states, allow_failure=job.allow_failure)
+            if status is not None:
+                job.status, job.error, job.enqueued_at = status, error, None
+                job.finished_at = at if status == S.CANCELLED else None
+        insert_jobs(jobs, at=at, actor=actor)
+        JobDependency.objects.bulk_create(
+            JobDependency(child_id=job.pk, parent_id=found[str(job_id)].pk)
+            for job, job_ids in zip(jobs, parents, strict=True)
+            for job_id in dict.fromkeys(str(i) for i in job_ids)
+        )
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:
