@@ -134,9 +134,22 @@ job_reads = extend_schema_view(
     ),
     retrieve=extend_schema(
         summary="Get a job",
-        parameters=[JOB_ID],
+        parameters=[
+            JOB_ID,
+            OpenApiParameter(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": 60},
+                description="Seconds to wait for the job to finish; the answer comes as soon as it does.",
+            ),
+        ],
         auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
-        responses={200: JobSerializer, 401: UNKNOWN_READER, 404: error("No such job"), 429: THROTTLED},
+        responses={
+            200: JobSerializer,
+            400: FieldErrors,
+            401: UNKNOWN_READER,
+            404: error("No such job"),
+            429: THROTTLED,
+        },
     ),
 )
 job_submit = extend_schema(

@@ -19,7 +19,10 @@ MAX_RETRIES_LIMIT = 100
 MAX_QUEUE_NAME = 32
 MAX_TYPE_NAME = 64
 LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
-SUBMIT_FIELDS = frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay"})
+SUBMIT_FIELDS = frozenset(
+    {"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "depends_on", "allow_failure"}
+)
+MAX_PARENTS = 1000
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -72,6 +75,11 @@ class JobSerializer(serializers.ModelSerializer):
             "run_at",
             "idempotency_key",
             "schedule",
+            "workflow_id",
+            "node",
+            "allow_failure",
+            "progress",
+            "progress_message",
             "result",
             "error",
             "created_at",
@@ -81,6 +89,8 @@ class JobSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    workflow_id = serializers.UUIDField(read_only=True)
 
     # Per class (read through cls.__dict__): a subclass builds its own.
     _readable_fields_cache: ClassVar[list[tuple[serializers.Field, str | None]]]
@@ -132,6 +142,12 @@ class JobSubmitSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(required=False, min_value=1)
     run_at = serializers.DateTimeField(required=False, default_timezone=dt.UTC)
     delay = serializers.FloatField(required=False, min_value=0, max_value=MAX_DELAY_SECONDS)
+    # Job ids this job waits for (it is `waiting` until they have finished); allow_failure: it runs even
+    # when one of them failed or was cancelled.
+    depends_on = serializers.ListField(
+        child=serializers.UUIDField(format="hex_verbose"), required=False, max_length=MAX_PARENTS
+    )
+    allow_failure = serializers.BooleanField(required=False)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -191,6 +207,8 @@ class JobSubmitSerializer(serializers.Serializer):
         if not payload_serializer.is_valid():
             raise serializers.ValidationError({"payload": payload_serializer.errors})
         attrs["payload"] = payload_serializer.validated_data
+        if "depends_on" in attrs:
+            attrs["depends_on"] = [str(job_id) for job_id in dict.fromkeys(attrs["depends_on"])]
         return attrs
 
 
@@ -209,7 +227,7 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     integers, no run_at or delay) is checked here instead. Anything else returns None and goes
     through the fields, which then give the errors; so the result is always the fields' result.
     """
-    if "run_at" in data or "delay" in data:
+    if "run_at" in data or "delay" in data or "depends_on" in data or "allow_failure" in data:
         return None
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():

@@ -33,7 +33,7 @@ from rest_framework import serializers
 
 from .django_task import TaskPayload, is_task_path, run_task
 
-BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
+BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook", "gather"]
 
 
 def _no_progress(fraction: float, message: str = "") -> None:

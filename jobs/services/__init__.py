@@ -9,6 +9,7 @@ lifecycle rule lives here once:
 - submission: new jobs, one or a batch, with Idempotency-Keys;
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
 - dependencies: jobs that wait for others (depends_on), their release, workflows, progress;
+- workflows: a graph of jobs stored at once (POST /workflows), cancelled or retried as a whole;
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
 - api_keys: create, revoke, touch.
@@ -45,6 +46,7 @@ from .schedules import (
 )
 from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
+from .workflows import workflow_cancel, workflow_retry_failed, workflow_submit
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -90,4 +92,7 @@ __all__ = [
     "timing_errors",
     "upcoming_ticks",
     "waiting_repair",
+    "workflow_cancel",
+    "workflow_retry_failed",
+    "workflow_submit",
 ]

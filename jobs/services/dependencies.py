@@ -194,6 +194,12 @@ def waiting_ready() -> QuerySet[Job]:
 
 def waiting_repair(*, limit: int = 500) -> int:
     """Release what waits on parents that have all finished (a release lost with its process); the count moved."""
+    # A workflow whose last node's process died before marking it finished.
+    open_workflows = Workflow.objects.filter(finished_at__isnull=True).exclude(
+        Exists(Job.objects.filter(workflow_id=OuterRef("workflow_id")).exclude(status__in=TERMINAL_STATUSES))
+    )
+    for workflow_id in open_workflows.values_list("workflow_id", flat=True)[:limit]:
+        workflow_finish(workflow_id=str(workflow_id))
     children = list(waiting_ready().order_by("id").values_list("pk", flat=True)[:limit])
     if not children:
         return 0

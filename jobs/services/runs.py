@@ -147,7 +147,14 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
         else:
             batch.inc("jobs_failed_total", job.type)
     # Dependents are released after the outcomes' commit; if this process dies first, the sentinel does it.
-    finished = [o.job.pk for o in outcomes if o.has_dependents and o.job.pk in moved and o.target != S.RETRYING]
+    # (A workflow's node without dependents may be the one that finishes its workflow.)
+    finished = [
+        outcome.job.pk
+        for outcome in outcomes
+        if (outcome.has_dependents or outcome.job.workflow_id)
+        and outcome.job.pk in moved
+        and outcome.target != S.RETRYING
+    ]
     if finished:
         dependencies.release_after_outcome(finished)
     return moved
