@@ -56,7 +56,13 @@ def job_submit(
         if existing is not None:
             return existing, False
     submitted_at = transitions.now()
-    item: dict[str, Any] = {"type": type, "payload": payload, "queue": queue, "max_retries": max_retries, "timeout": timeout}
+    item: dict[str, Any] = {
+        "type": type,
+        "payload": payload,
+        "queue": queue,
+        "max_retries": max_retries,
+        "timeout": timeout,
+    }
     item |= {"depends_on": depends_on or [], "allow_failure": allow_failure}
     job = new_job(
         {**item, "run_at": run_at},
