@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +49,7 @@ def test_a_chain_of_three_runs_in_order_with_results_passed_on(api: Api, workers
     assert jobs["transform"]["result"]["parents"] == {"fetch": {"rows": [1, 2, 3]}}
     assert jobs["notify"]["result"]["parents"]["transform"]["parents"] == {"fetch": {"rows": [1, 2, 3]}}
     order = [jobs[name] for name in ("fetch", "transform", "notify")]
-    for parent, child in zip(order, order[1:], strict=False):
+    for parent, child in itertools.pairwise(order):
         assert parse_time(parent["finished_at"]) <= parse_time(child["started_at"]), (parent, child)
     assert all(job["attempts"] == 1 for job in jobs.values())
 
