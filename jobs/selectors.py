@@ -201,11 +201,13 @@ def workflow_nodes(workflow: Workflow) -> list[Job]:
     """The workflow's jobs, parents first (they were stored in that order), each with `parent_names`."""
     jobs = list(Job.objects.filter(workflow=workflow).order_by("id"))
     names = {job.pk: job.node for job in jobs}
-    parents: dict[int, list[str]] = {job.pk: [] for job in jobs}
+    parents: dict[int, list[int]] = {job.pk: [] for job in jobs}
     for child, parent in JobDependency.objects.filter(child_id__in=names).values_list("child_id", "parent_id"):
-        parents[child].append(names.get(parent, ""))
+        parents[child].append(parent)
     for job in jobs:
-        job.parent_names = parents[job.pk]  # type: ignore[attr-defined]  # rendered with the node
+        # Rendered with the node (the API's `after`, the admin's graph).
+        job.parent_pks = parents[job.pk]  # type: ignore[attr-defined]
+        job.parent_names = [names.get(parent, "") for parent in parents[job.pk]]  # type: ignore[attr-defined]
     return jobs
 
 
