@@ -70,13 +70,13 @@ def workflow_submit(*, nodes: list[dict[str, Any]], submitted_by: str) -> tuple[
 
 def workflow_cancel(*, workflow: Workflow, actor: str) -> int:
     """Cancel every node of the workflow that has not finished, parents first; the count cancelled."""
-    cancelled = 0
-    for job in Job.objects.filter(workflow=workflow).exclude(status__in=TERMINAL_STATUSES).order_by("id"):
+    unfinished = list(Job.objects.filter(workflow=workflow).exclude(status__in=TERMINAL_STATUSES).order_by("id"))
+    for job in unfinished:
         try:
             job_cancel(job=job, actor=actor)
-            cancelled += 1
         except InvalidTransition:
-            continue  # finished, or cancelled by a parent's cancel, meanwhile
+            continue  # finished, or cancelled with a parent (the release's cascade), meanwhile
+    cancelled = Job.objects.filter(pk__in=[job.pk for job in unfinished], status=S.CANCELLED).count()
     logger.info("workflow %s cancelled by %s: %d nodes", workflow.workflow_id, actor, cancelled)
     return cancelled
 
