@@ -93,14 +93,38 @@ def _ready_or_blocked(children: list[Job]) -> tuple[list[Job], list[tuple[Job, s
     return ready, blocked
 
 
-def dependents_release(*, parent_pks: Iterable[int], actor: str = RELEASE_ACTOR) -> list[Job]:
+def dependents_release(
+    *, parent_pks: Iterable[int], actor: str = RELEASE_ACTOR, workflow_ids: Iterable[str] | None = None
+) -> list[Job]:
     """Queue the waiting dependents of these (finished) jobs whose parents have all finished, cancel those a
-    failed parent cancels (and their dependents in turn); returns the jobs queued. Idempotent."""
+    failed parent cancels (and their dependents in turn); returns the jobs queued. Idempotent. Then mark
+    finished the workflows (`workflow_ids`, else those of the parents) whose nodes have all finished."""
     frontier = set(parent_pks)
     if not frontier:
         return []
     released: list[Job] = []
-    workflows: set[str] = set()
+    workflows = (
+        {str(workflow) for workflow in workflow_ids}
+        if workflow_ids is not None
+        else {
+            str(workflow)
+            for workflow in Job.objects.filter(pk__in=frontier, workflow__isnull=False).values_list(
+                "workflow_id", flat=True
+            )
+        }
+    )
+    # One read first, without a transaction: most finished jobs have no waiting dependent. A dependent stored
+    # after this read saw its parent finished (insert_dependents locks the parent row the outcome updates).
+    if JobDependency.objects.filter(parent_id__in=frontier, child__status=S.WAITING).exists():
+        released = _release(frontier, actor=actor, workflows=workflows)
+    for workflow_id in workflows:
+        workflow_finish(workflow_id=workflow_id)
+    return released
+
+
+def _release(frontier: set[int], *, actor: str, workflows: set[str]) -> list[Job]:
+    """dependents_release's transaction: returns the jobs queued, adds to `workflows` those of the jobs cancelled."""
+    released: list[Job] = []
     with transaction.atomic():
         while frontier:
             children = list(
@@ -145,14 +169,6 @@ def dependents_release(*, parent_pks: Iterable[int], actor: str = RELEASE_ACTOR)
             transaction.on_commit(lambda: push_many(jobs))
     if released:
         logger.info("released %d dependent job(s)", len(released))
-    workflows |= set(
-        str(workflow)
-        for workflow in Job.objects.filter(pk__in=parent_pks, workflow__isnull=False).values_list(
-            "workflow_id", flat=True
-        )
-    )
-    for workflow_id in workflows:
-        workflow_finish(workflow_id=workflow_id)
     return released
 
 
@@ -240,18 +256,21 @@ class ProgressReporter:
         )
 
 
-def release_after_outcome(parent_pks: Iterable[int]) -> None:
-    """dependents_release after an outcome was committed. A database error here loses nothing: the outcome
-    is durable and the sentinel's waiting_repair releases what it would have (see the module docstring)."""
+def release_after_outcome(jobs: Iterable[Job]) -> None:
+    """dependents_release after the outcomes of `jobs` were committed. A database error here loses nothing: the
+    outcomes are durable and the sentinel's waiting_repair releases what this would have (see the module
+    docstring)."""
+    jobs = list(jobs)
+    workflow_ids = {str(job.workflow_id) for job in jobs if job.workflow_id}
     try:
         # (Looked up in the module at call time: a reliability drill replaces it in a worker to die here.)
-        dependents_release(parent_pks=list(parent_pks))
+        dependents_release(parent_pks=[job.pk for job in jobs], workflow_ids=workflow_ids)
     except DatabaseError as error:
         logger.warning("release of dependents deferred to the sentinel: %s", error)
 
 
-def parent_pks_of(job: Job) -> list[int]:
-    return list(JobDependency.objects.filter(child_id=job.pk).values_list("parent_id", flat=True))
+def parents_of(job: Job) -> list[Job]:
+    return list(Job.objects.filter(child_links__child_id=job.pk).only("pk"))
 
 
 def retry_must_wait(job: Job) -> bool:

@@ -99,7 +99,7 @@ def job_succeed(
             batch.inc("jobs_succeeded_total", job.type)
             batch.observe("job_duration_seconds", job.type, run_seconds(job, finished_at))
     if moved is not None:
-        dependencies.release_after_outcome([job.pk])
+        dependencies.release_after_outcome([job])
     return moved
 
 
@@ -146,7 +146,7 @@ def job_fail_attempt(
         else:
             batch.inc("jobs_failed_total", job.type)
     if not retry:
-        dependencies.release_after_outcome([job.pk])
+        dependencies.release_after_outcome([job])
     return delay
 
 
@@ -194,7 +194,7 @@ def job_retry(*, job: Job, actor: str) -> Job:
         with metrics.record() as batch:
             batch.inc("jobs_retried_total", job.type, "manual")
         # A parent may have finished between the check and the move: the release decides.
-        dependencies.release_after_outcome(dependencies.parent_pks_of(job))
+        dependencies.release_after_outcome(dependencies.parents_of(job))
         job.refresh_from_db()
         return job
     job = transition(
@@ -220,7 +220,7 @@ def job_cancel(*, job: Job, actor: str) -> Job:
     with metrics.record() as batch:
         batch.inc("jobs_cancelled_total", job.type)
     transaction.on_commit(lambda: remove_from_redis(job, was_running=was == S.STARTED))
-    dependencies.release_after_outcome([job.pk])
+    dependencies.release_after_outcome([job])
     return job
 
 

@@ -61,7 +61,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
         logger.warning("job %s failed: attempt %s lost, no retries left: %s", job.job_id, job.attempts, reason)
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
-        dependencies.release_after_outcome([job.pk])
+        dependencies.release_after_outcome([job])
         return job
     job = transition(
         job,

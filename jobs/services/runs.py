@@ -149,7 +149,7 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
     # Dependents are released after the outcomes' commit; if this process dies first, the sentinel does it.
     # (A workflow's node without dependents may be the one that finishes its workflow.)
     finished = [
-        outcome.job.pk
+        outcome.job
         for outcome in outcomes
         if (outcome.has_dependents or outcome.job.workflow_id)
         and outcome.job.pk in moved
