@@ -273,3 +273,28 @@ def test_workflow_metrics(workflow, run_worker, metric):
     run_worker()
     assert metric("workflows_finished_total", outcome="succeeded") == 1
     assert metric("jobs_waiting") == 0
+
+
+def test_an_anonymous_reader_may_not_hold_a_thread_with_wait(anon, submit):
+    job = submit({"type": "echo"})
+    response = anon.get(f"/jobs/{job['job_id']}", {"wait": "60"})
+    assert response.status_code == 403
+    assert "read scope" in response.json()["detail"]
+    assert anon.get(f"/jobs/{job['job_id']}").status_code == 200
+
+
+def test_edges_are_bounded(workflow):
+    nodes = [node(f"n{index}") for index in range(150)]
+    nodes += [node(f"m{index}", [f"n{other}" for other in range(150)]) for index in range(140)]
+    body = workflow(nodes, expect=400)
+    assert "At most 20000 edges" in str(body["nodes"])
+    assert not Job.objects.exists()
+
+
+def test_results_reach_readers_without_the_read_scope_redacted(anon, workflow, run_worker):
+    created = workflow([node("secret", payload={"token": "s3cr3t"}), node("copy", ["secret"], "gather")])
+    run_worker()
+    body = anon.get(f"/workflows/{created['workflow_id']}").json()
+    # (echo's payload is public by its type's declaration; results never are.)
+    assert body["jobs"]["secret"]["result"] == body["jobs"]["copy"]["result"] == "[redacted]"
+    assert "s3cr3t" not in str(anon.get(f"/jobs/{created['jobs']['copy']['job_id']}").json())

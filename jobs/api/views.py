@@ -12,7 +12,7 @@ from django.urls import reverse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -45,6 +45,9 @@ def wait_seconds(request: Request) -> float:
         seconds = -1.0
     if not 0 <= seconds <= MAX_WAIT_SECONDS:  # (NaN fails both)
         raise ValidationError({"wait": [f"Seconds from 0 to {MAX_WAIT_SECONDS}."]})
+    if seconds and "read" not in scopes_of(request):
+        # A waiting request holds a server thread: anonymous readers must not be able to hold them all.
+        raise PermissionDenied("?wait= needs an API key with the read scope (or a user with jobs.view_job).")
     return seconds
 
 

@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -19,6 +18,7 @@ from rest_framework.response import Response
 from .. import selectors, services
 from ..models import Job, Workflow
 from ..services.workflows import MAX_NODES
+from . import schema
 from .permissions import scopes_of
 from .serializers import SUBMIT_FIELDS, JobSerializer, JobSubmitSerializer
 from .views import actor_of, wait_seconds
@@ -26,6 +26,8 @@ from .views import actor_of, wait_seconds
 NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NODE_FIELDS = (SUBMIT_FIELDS - {"depends_on", "allow_failure"}) | {"name", "after", "run_if"}
 RUN_IF = ("succeeded", "finished")
+# Edges are rows too: a thousand nodes each after every other would be half a million of them.
+MAX_EDGES = 20_000
 
 
 def node_key(node: Any, index: int) -> str:
@@ -111,6 +113,9 @@ class WorkflowSubmitSerializer(serializers.Serializer):
             validated.append({**submit.validated_data, "name": name, "after": list(after), "run_if": run_if})
         if errors:
             raise serializers.ValidationError(errors)
+        edges = sum(len(set(node["after"])) for node in validated)
+        if edges > MAX_EDGES:
+            raise serializers.ValidationError(f"At most {MAX_EDGES} edges ('after' entries) in all; this has {edges}.")
         ordered = topological(validated)
         if ordered and isinstance(ordered[0], str):
             cycle = " -> ".join(str(name) for name in ordered)
@@ -156,7 +161,7 @@ class WorkflowViewSet(viewsets.GenericViewSet[Workflow]):
         jobs = selectors.workflow_nodes(workflow) if jobs is None else jobs
         return Response(workflow_body(workflow, jobs, context=self._context()), status=code)
 
-    @extend_schema(summary="Submit a workflow (a graph of jobs)", request=WorkflowSubmitSerializer)
+    @schema.workflow_create
     def create(self, request: Request) -> Response:
         submit = WorkflowSubmitSerializer(data=request.data, context={"now": services.now})
         submit.is_valid(raise_exception=True)
@@ -166,10 +171,7 @@ class WorkflowViewSet(viewsets.GenericViewSet[Workflow]):
         response["Location"] = request.build_absolute_uri(location)
         return response
 
-    @extend_schema(
-        summary="A workflow: status, counts, progress, every node",
-        parameters=[OpenApiParameter("wait", float, description="Seconds to wait for the workflow to finish (≤ 60).")],
-    )
+    @schema.workflow_retrieve
     def retrieve(self, request: Request, workflow_id: str | None = None) -> Response:
         seconds = wait_seconds(request)
         if seconds:
@@ -177,14 +179,14 @@ class WorkflowViewSet(viewsets.GenericViewSet[Workflow]):
             return self._respond(workflow, status.HTTP_200_OK, jobs)
         return self._respond(self.get_object(), status.HTTP_200_OK)
 
-    @extend_schema(summary="Cancel every node that has not finished", request=None)
+    @schema.workflow_action("Cancel every node that has not finished")
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, workflow_id: str | None = None) -> Response:
         workflow = self.get_object()
         services.workflow_cancel(workflow=workflow, actor=actor_of(request))
         return self._respond(workflow, status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="Retry the failed and cancelled nodes", request=None)
+    @schema.workflow_action("Retry the failed and cancelled nodes, parents first")
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, workflow_id: str | None = None) -> Response:
         workflow = self.get_object()
