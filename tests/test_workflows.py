@@ -298,3 +298,21 @@ def test_results_reach_readers_without_the_read_scope_redacted(anon, workflow, r
     # (echo's payload is public by its type's declaration; results never are.)
     assert body["jobs"]["secret"]["result"] == body["jobs"]["copy"]["result"] == "[redacted]"
     assert "s3cr3t" not in str(anon.get(f"/jobs/{created['jobs']['copy']['job_id']}").json())
+
+
+def test_a_sentinel_pass_releases_and_finishes_what_a_dead_process_left(workflow):
+    from jobs.sentinel import Sentinel
+
+    created = workflow([node("a"), node("b", ["a"])])
+    a = Job.objects.get(job_id=created["jobs"]["a"]["job_id"])
+    # a's outcome committed by a process that died before releasing b and finishing the workflow:
+    Job.objects.filter(pk=a.pk).update(status=JobStatus.SUCCEEDED)
+
+    report = Sentinel(sleep=lambda seconds: None).run_pass()
+
+    assert report is not None and report.released == 1
+    assert "released 1 waiting" in report.summary()
+    assert status_of(created["jobs"]["b"]["job_id"]) == JobStatus.QUEUED
+    Job.objects.filter(workflow_id=created["workflow_id"]).update(status=JobStatus.SUCCEEDED)
+    Sentinel(sleep=lambda seconds: None).run_pass()
+    assert Workflow.objects.get().outcome == "succeeded"
