@@ -125,6 +125,7 @@ def dependents_release(
 def _release(frontier: set[int], *, actor: str, workflows: set[str]) -> list[Job]:
     """dependents_release's transaction: returns the jobs queued, adds to `workflows` those of the jobs cancelled."""
     released: list[Job] = []
+    cancelled: list[str] = []
     with transaction.atomic():
         while frontier:
             children = list(
@@ -159,14 +160,17 @@ def _release(frontier: set[int], *, actor: str, workflows: set[str]) -> list[Job
                     changes={"error": reason, "finished_at": now},
                 ):
                     frontier.add(child.pk)
+                    cancelled.append(child.type)
                     if child.workflow_id:
                         workflows.add(str(child.workflow_id))
-                    with metrics.record() as batch:
-                        batch.inc("jobs_cancelled_total", child.type)
         if released:
             jobs = list(released)
             # After the commit, as every enqueue: a worker must be able to read the row it takes.
             transaction.on_commit(lambda: push_many(jobs))
+    if cancelled:  # counted once the cancels are committed
+        with metrics.record() as batch:
+            for job_type in cancelled:
+                batch.inc("jobs_cancelled_total", job_type)
     if released:
         logger.info("released %d dependent job(s)", len(released))
     return released
