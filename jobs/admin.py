@@ -1,10 +1,11 @@
-"""The operator console: jobs, their timelines, API keys, schedules, job types and queues (pause, limits), and the
-dashboard."""
+"""The operator console: jobs, their timelines, workflows and their graphs, API keys, schedules, job types and
+queues (pause, limits), bulk actions' audit, and the dashboard."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +17,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -25,12 +26,24 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from . import selectors, services
 from .api.throttling import LoginFailureThrottle
+from .graph_svg import render as render_graph
 from .handlers import get_job_type, job_type_names
-from .models import ApiKey, AuditEntry, FlowAuditEvent, Job, JobStatus, JobTypeSettings, QueueState, Schedule
+from .models import (
+    ApiKey,
+    AuditEntry,
+    FlowAuditEvent,
+    Job,
+    JobStatus,
+    JobTypeSettings,
+    QueueState,
+    Schedule,
+    Workflow,
+)
 
 FAILURE_GROUPS_SHOWN = 200
 STATUS_COLOURS: dict[str, str] = {
     JobStatus.PENDING: "#8a6d3b",
+    JobStatus.WAITING: "#adb5bd",
     JobStatus.SCHEDULED: "#6f42c1",
     JobStatus.QUEUED: "#0d6efd",
     JobStatus.STARTED: "#0dcaf0",
@@ -145,6 +158,9 @@ JOB_FIELDS = (
     "tags",
     "metadata",
     "schedule",
+    "workflow_link",
+    "progress_shown",
+    "parents_and_children",
     "submitted_by",
     "callback_url",
     "callback_status",
@@ -240,6 +256,42 @@ class JobAdmin(admin.ModelAdmin):
     def duration(self, job: Job) -> str:
         seconds = job.duration_seconds
         return "—" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="workflow")
+    def workflow_link(self, job: Job) -> SafeString | str:
+        if not job.workflow_id:
+            return "—"
+        url = reverse("admin:jobs_workflow_change", args=[job.workflow_id])
+        return format_html('<a href="{}">{}</a> (node {})', url, str(job.workflow_id)[:8], job.node)
+
+    @admin.display(description="progress")
+    def progress_shown(self, job: Job) -> str:
+        if job.progress is None:
+            return "—"
+        return f"{job.progress:.0%} {job.progress_message}".strip()
+
+    @admin.display(description="parents and children")
+    def parents_and_children(self, job: Job) -> SafeString:
+        def links(jobs: list[Job]) -> SafeString | str:
+            return (
+                format_html_join(
+                    ", ",
+                    '<a href="{}">{}</a> {}',
+                    (
+                        (
+                            reverse("admin:jobs_job_change", args=[other.pk]),
+                            other.node or str(other.job_id)[:8],
+                            other.status,
+                        )
+                        for other in jobs
+                    ),
+                )
+                or "—"
+            )
+
+        return format_html(
+            "parents: {}<br>children: {}", links(selectors.job_parents(job)), links(selectors.job_children(job))
+        )
 
     @admin.display(description="payload")
     def payload_pretty(self, job: Job) -> SafeString:
@@ -348,6 +400,129 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.view_job")
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    """A workflow: its graph (server-side SVG), every node with its status and link; cancel and retry failed."""
+
+    list_display = ["short_id", "status_shown", "nodes", "submitted_by", "created_at", "finished_at"]
+    search_fields = ["workflow_id"]
+    list_per_page = 50
+    show_full_result_count = False
+    fields = ("workflow_id", "status_shown", "progress", "submitted_by", "created_at", "finished_at", "graph", "table")
+    readonly_fields = fields
+    change_form_template = "admin/jobs/workflow/change_form.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # submitted through the API, where the graph is validated
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Workflow | None:
+        # Linked by its UUID (a job's workflow_id) as well as by pk.
+        try:
+            return Workflow.objects.get(workflow_id=object_id)
+        except (Workflow.DoesNotExist, ValidationError, ValueError):
+            return super().get_object(request, object_id, from_field)
+
+    def _nodes(self, workflow: Workflow) -> list[Job]:
+        cache = getattr(workflow, "_sf_nodes", None)
+        if cache is None:
+            cache = selectors.workflow_nodes(workflow)
+            workflow._sf_nodes = cache  # type: ignore[attr-defined]  # one read per page
+        return cache
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, workflow: Workflow) -> str:
+        return str(workflow.workflow_id)[:8]
+
+    @admin.display(description="nodes")
+    def nodes(self, workflow: Workflow) -> int:
+        return workflow.jobs.count()
+
+    @admin.display(description="status")
+    def status_shown(self, workflow: Workflow) -> SafeString:
+        statuses = list(workflow.jobs.values_list("status", flat=True))
+        return status_badge(selectors.workflow_status(statuses))
+
+    @admin.display(description="progress")
+    def progress(self, workflow: Workflow) -> str:
+        summary = selectors.workflow_summary(workflow, self._nodes(workflow))
+        counts = ", ".join(f"{count} {status}" for status, count in summary["counts"].items())
+        return f"{summary['progress']:.0%} finished ({counts})"
+
+    @admin.display(description="graph")
+    def graph(self, workflow: Workflow) -> SafeString:
+        jobs = self._nodes(workflow)
+        parents = {job.pk: job.parent_pks for job in jobs}  # type: ignore[attr-defined]
+        return render_graph(
+            jobs, parents, colours=STATUS_COLOURS, link=lambda job: reverse("admin:jobs_job_change", args=[job.pk])
+        )
+
+    @admin.display(description="nodes")
+    def table(self, workflow: Workflow) -> SafeString:
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:jobs_job_change", args=[job.pk]),
+                    job.node,
+                    job.type,
+                    status_badge(job.status),
+                    ", ".join(job.parent_names) or "—",  # type: ignore[attr-defined]
+                    job.error_summary or "",
+                )
+                for job in self._nodes(workflow)
+            ),
+        )
+        return format_html(
+            '<table class="sf-workflow-nodes"><thead><tr><th>node</th><th>type</th><th>status</th><th>after</th>'
+            "<th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("<path:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="jobs_workflow_cancel"),
+            path("<path:object_id>/retry/", self.admin_site.admin_view(self.retry_view), name="jobs_workflow_retry"),
+            *super().get_urls(),
+        ]
+
+    def _act(self, request: HttpRequest, object_id: str, permission: str, act: Callable[..., int], verb: str) -> Any:
+        workflow = self.get_object(request, object_id)
+        if workflow is None:
+            raise Http404("No such workflow.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+        count = act(workflow=workflow, actor=admin_actor(request))
+        self.message_user(request, f"{verb} {count} node(s).", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:jobs_workflow_change", args=[workflow.pk]))
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> Any:
+        return self._act(request, object_id, "jobs.cancel_job", services.workflow_cancel, "Cancelled")
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> Any:
+        return self._act(request, object_id, "jobs.retry_job", services.workflow_retry_failed, "Retried")
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        workflow = self.get_object(request, object_id)
+        extra = {
+            **(extra_context or {}),
+            "can_cancel": request.user.has_perm("jobs.cancel_job"),
+            "can_retry": request.user.has_perm("jobs.retry_job"),
+            "workflow_pk": workflow.pk if workflow else object_id,
+        }
+        return super().change_view(request, str(workflow.pk) if workflow else object_id, form_url, extra)
 
 
 @admin.register(ApiKey)

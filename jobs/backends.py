@@ -77,8 +77,17 @@ class SentinelflowBackend(BaseTaskBackend):
                 f"Task path {task.module_path!r} is longer than {MAX_TASK_PATH} characters, the longest job type"
             )
 
-    def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any]:
-        """Store the task as a job and queue it once the transaction commits; its TaskResult, READY.
+    def enqueue(
+        self,
+        task: Task[Any, Any],
+        args: Any,
+        kwargs: Any,
+        *,
+        after: list[str] | None = None,
+        allow_failure: bool = False,
+    ) -> TaskResult[Any]:
+        """Store the task as a job and queue it once the transaction commits; its TaskResult, READY (or,
+        with `after` job ids, waiting for those jobs: see enqueue_after).
 
         Arguments that are not JSON are a TypeError here, and nothing is stored.
         """
@@ -95,6 +104,8 @@ class SentinelflowBackend(BaseTaskBackend):
             timeout=self.timeout,
             run_at=task.run_after,
             submitted_by=self.actor,
+            depends_on=after,
+            allow_failure=allow_failure,
         )
         result = task_result_for(job, task=task, backend=self.alias)
         task_enqueued.send(type(self), task_result=result)
@@ -134,3 +145,16 @@ class SentinelflowBackend(BaseTaskBackend):
                     )
                 )
         return messages
+
+
+def enqueue_after(
+    parents: list[Any], task: Task[Any, Any], *args: Any, allow_failure: bool = False, **kwargs: Any
+) -> TaskResult[Any]:
+    """Enqueue `task(*args, **kwargs)` to run once `parents` (TaskResults or job ids) have finished; the Tasks
+    API has no dependencies, so this is sentinelflow's own call. The task reads their results with
+    `jobs.handlers.parent_results()`. A failed or cancelled parent cancels it unless `allow_failure`."""
+    backend = task.get_backend()
+    if not isinstance(backend, SentinelflowBackend):
+        raise InvalidTask(f"enqueue_after needs the sentinelflow backend; {task.module_path!r} uses {backend.alias!r}")
+    ids = [str(getattr(parent, "id", parent)) for parent in parents]
+    return backend.enqueue(task, args, kwargs, after=ids, allow_failure=allow_failure)

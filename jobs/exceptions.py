@@ -60,3 +60,15 @@ class PermanentJobError(Exception):
 
 class JobCancelled(Exception):
     """The error a cancelled job shows through Django's Tasks API (its TaskResult is FAILED)."""
+
+
+class UnknownParents(JobError):
+    """depends_on names a job that does not exist."""
+
+    status_code = 400
+    default_detail = "depends_on names unknown jobs."
+
+
+class WorkflowNotFound(JobError):
+    status_code = 404
+    default_detail = "No workflow with that id."

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.db import DatabaseError
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from . import redis_store
+from .models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "schedule_runs_total": ("Jobs submitted by a schedule's ticks (not by run now).", ("schedule",)),
     "jobs_held_total": ("Runs held back (the job waits): paused type, concurrency or rate limit.", ("type", "reason")),
+    "workflows_started_total": ("Workflows submitted (POST /workflows).", ()),
+    "workflows_finished_total": ("Workflows whose nodes have all finished, by outcome.", ("outcome",)),
 }
 HISTOGRAMS: dict[str, str] = {
     "job_duration_seconds": "Run time of one attempt.",
@@ -56,6 +60,7 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
 RETRY_REASONS = ("auto", "manual", "recovered")
 HELD_REASONS = ("paused", "concurrency", "rate")
 FINISHED_STATUSES = ("cancelled", "failed", "succeeded")
+WORKFLOW_OUTCOMES = ("succeeded", "failed", "cancelled")
 WORKERS_KEY = "rq:workers"
 
 
@@ -145,6 +150,15 @@ def registry() -> CollectorRegistry:
     return combined
 
 
+def _waiting_count() -> int:
+    """Jobs in `waiting` (one indexed count; the database is the only place they are)."""
+    try:
+        return Job.objects.filter(status=JobStatus.WAITING).count()
+    except DatabaseError as error:
+        logger.warning("jobs_waiting unavailable, database down: %s", error)
+        return 0
+
+
 def _known_types() -> list[str]:
     from .handlers import job_type_names
 
@@ -189,6 +203,7 @@ class JobMetricsCollector:
             depth.add_metric([queue], count)
         yield depth
         yield GaugeMetricFamily("jobs_workers", "Live RQ workers.", value=workers)
+        yield GaugeMetricFamily("jobs_waiting", "Jobs waiting for their parents to finish.", value=_waiting_count())
         yield from self._flow_gauges(queues, types)
 
     @staticmethod
@@ -245,8 +260,13 @@ class JobMetricsCollector:
                 totals.update({(job_type, reason): 0 for reason in reasons})
             elif label_names == ("type", "status"):
                 totals.update({(job_type, status): 0 for status in FINISHED_STATUSES})
+        if label_names == ():
+            totals[()] = 0
+        elif label_names == ("outcome",):
+            totals.update({(outcome,): 0 for outcome in WORKFLOW_OUTCOMES})
         for field, count in values.items():
-            totals[tuple(field.decode().split(LABEL_SEPARATOR))] = int(count)
+            labels = tuple(field.decode().split(LABEL_SEPARATOR)) if label_names else ()
+            totals[labels] = int(count)
         for labels, total in sorted(totals.items()):
             family.add_metric(list(labels), total)
         return family

@@ -11,6 +11,8 @@ from django.utils import timezone
 
 class JobStatus(models.TextChoices):
     PENDING = "pending"
+    # Created with depends_on: it waits for its parents to finish, in the database only (not in Redis).
+    WAITING = "waiting"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     STARTED = "started"
@@ -35,6 +37,26 @@ class CallbackStatus(models.TextChoices):
 
 # A callback URL as long as a webhook's.
 CALLBACK_URL_MAX_LENGTH = 2048
+
+
+class Workflow(models.Model):
+    """A graph of jobs submitted together (POST /workflows); its nodes are Jobs with `workflow` set.
+
+    The overall status is derived from the nodes (jobs.selectors.workflow_summary); `finished_at` and
+    `outcome` are set once, by the release that finishes the last node, so it is counted once.
+    """
+
+    workflow_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    submitted_by = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    outcome = models.CharField(max_length=16, blank=True, default="", editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"workflow {self.workflow_id}"
 
 
 class Job(models.Model):
@@ -68,6 +90,23 @@ class Job(models.Model):
     unique_until = models.DateTimeField(null=True, blank=True, help_text="End of the unique window; empty: none.")
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Workflows: the graph this job is a node of (and its node name); allow_failure: it runs even when a
+    # parent failed or was cancelled (a workflow node's `"run_if": "finished"`).
+    # (To the workflow's UUID, so that job.workflow_id is the id clients see.)
+    workflow = models.ForeignKey(
+        Workflow,
+        to_field="workflow_id",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="jobs",
+        editable=False,
+    )
+    node = models.CharField(max_length=64, blank=True, default="")
+    allow_failure = models.BooleanField(default=False)
+    # Reported by the handler (context.set_progress), throttled; a fraction in [0, 1].
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=200, blank=True, default="")
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # The failure's class and stable message, hashed (jobs.services.fingerprints): failures group by it.
@@ -139,6 +178,20 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class JobDependency(models.Model):
+    """An edge of a job graph: `child` waits for `parent` to finish."""
+
+    child = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parent_links")
+    parent = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="child_links")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["child", "parent"], name="jobdependency_unique_edge")]
+        indexes = [models.Index(fields=["parent"], name="jobdependency_parent")]
+
+    def __str__(self) -> str:
+        return f"{self.parent_id} -> {self.child_id}"
 
 
 class JobEvent(models.Model):

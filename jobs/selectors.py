@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,10 +26,10 @@ from rest_framework import exceptions as drf_exceptions
 from rq import Worker
 
 from . import redis_store
-from .exceptions import JobNotFound
+from .exceptions import JobNotFound, WorkflowNotFound
 from .handlers import job_type_names
 from .handlers.django_task import is_task_path
-from .models import Job, JobStatus
+from .models import TERMINAL_STATUSES, Job, JobDependency, JobStatus, Workflow
 
 
 def job_get(*, job_id: str) -> Job:
@@ -441,3 +442,111 @@ def failure_groups(*, job_type: str | None = None, limit: int | None = None) -> 
 def failure_group_jobs(*, job_type: str, fingerprint: str) -> QuerySet[Job]:
     """The failed jobs of one failure group."""
     return Job.objects.filter(status=JobStatus.FAILED, type=job_type, error_fingerprint=fingerprint)
+
+
+# --------------------------------------------------------------------------- job graphs
+
+
+def workflow_get(*, workflow_id: str) -> Workflow:
+    try:
+        return Workflow.objects.get(workflow_id=workflow_id)
+    except (Workflow.DoesNotExist, ValueError, ValidationError):
+        raise WorkflowNotFound() from None
+
+
+def workflow_nodes(workflow: Workflow) -> list[Job]:
+    """The workflow's jobs, parents first (they were stored in that order), each with `parent_names`."""
+    jobs = list(Job.objects.filter(workflow=workflow).order_by("id"))
+    names = {job.pk: job.node for job in jobs}
+    parents: dict[int, list[int]] = {job.pk: [] for job in jobs}
+    for child, parent in JobDependency.objects.filter(child_id__in=names).values_list("child_id", "parent_id"):
+        parents[child].append(parent)
+    for job in jobs:
+        # Rendered with the node (the API's `after`, the admin's graph).
+        job.parent_pks = parents[job.pk]  # type: ignore[attr-defined]
+        job.parent_names = [names.get(parent, "") for parent in parents[job.pk]]  # type: ignore[attr-defined]
+    return jobs
+
+
+def workflow_status(statuses: list[str]) -> str:
+    """running while a node has not finished; then failed (a node failed), cancelled, or succeeded."""
+    if any(status not in TERMINAL_STATUSES for status in statuses):
+        return "running"
+    if JobStatus.FAILED in statuses:
+        return "failed"
+    if JobStatus.CANCELLED in statuses:
+        return "cancelled"
+    return "succeeded"
+
+
+def workflow_summary(workflow: Workflow, jobs: list[Job]) -> dict[str, Any]:
+    """Overall status, counts per status, progress (finished nodes over all)."""
+    statuses = [job.status for job in jobs]
+    counts = {status: statuses.count(status) for status in JobStatus.values if status in statuses}
+    finished = sum(1 for status in statuses if status in TERMINAL_STATUSES)
+    return {
+        "status": workflow_status(statuses),
+        "counts": counts,
+        "progress": round(finished / len(jobs), 4) if jobs else 1.0,
+        "finished_at": max((job.finished_at for job in jobs if job.finished_at), default=None)
+        if finished == len(jobs)
+        else None,
+    }
+
+
+def job_parents(job: Job) -> list[Job]:
+    return list(Job.objects.filter(child_links__child=job).order_by("id"))
+
+
+def job_children(job: Job) -> list[Job]:
+    return list(Job.objects.filter(parent_links__parent=job).order_by("id"))
+
+
+class ParentResults(Mapping[str, Any]):
+    """A running job's parents' results, by node name and by job id (context.parents); read on first use,
+    so a job without parents costs nothing."""
+
+    def __init__(self, job_pk: int) -> None:
+        self.job_pk = job_pk
+        self._results: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._results is None:
+            rows = Job.objects.filter(child_links__child_id=self.job_pk).values_list("job_id", "node", "result")
+            results: dict[str, Any] = {}
+            for job_id, node, result in rows:
+                results[str(job_id)] = result
+                if node:
+                    results[node] = result
+            self._results = results
+        return self._results
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[str(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def job_wait(*, job_id: str, seconds: float, poll: float = 0.05) -> Job:
+    """The job, read again every `poll` seconds until it has finished or `seconds` have passed (?wait=)."""
+    deadline = time.monotonic() + seconds
+    job = job_get(job_id=job_id)
+    while not job.is_terminal and time.monotonic() < deadline:
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        job = job_get(job_id=job_id)
+    return job
+
+
+def workflow_wait(*, workflow_id: str, seconds: float, poll: float = 0.05) -> tuple[Workflow, list[Job]]:
+    """The workflow and its nodes, read again every `poll` seconds until all have finished or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    workflow = workflow_get(workflow_id=workflow_id)
+    while True:
+        jobs = workflow_nodes(workflow)
+        if all(job.is_terminal for job in jobs) or time.monotonic() >= deadline:
+            return workflow, jobs
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

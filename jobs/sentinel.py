@@ -81,17 +81,19 @@ class PassReport:
     scheduled: int = 0
     callbacks: int = 0
     pruned: int = 0
+    released: int = 0
     seconds: float = 0.0
 
     @property
     def acted(self) -> bool:
-        done = (self.enqueued, self.recovered, self.failed, self.restored, self.scheduled, self.callbacks, self.pruned)
-        return any(done)
+        done = (self.enqueued, self.recovered, self.failed, self.restored, self.scheduled, self.released)
+        return any((*done, self.callbacks, self.pruned))
 
     def summary(self) -> str:
         return (
             f"enqueued {self.enqueued} pending, recovered {self.recovered}, failed {self.failed} (attempts spent), "
             f"restored {self.restored} lost from Redis, submitted {self.scheduled} for schedules, "
+            f"released {self.released} waiting, "
             f"sent {self.callbacks} callback attempts, pruned {self.pruned} past retention "
             f"in {self.seconds:.2f} s"
         )
@@ -128,6 +130,8 @@ class Sentinel:
         try:
             self._enqueue_pending(report)
             report.scheduled = services.schedules_fire_due()
+            # Dependents whose release a process died before (after their parents' outcomes were committed).
+            report.released = services.waiting_repair()
             self._refresh_lock()
             self._repair_lost(report)
             report.callbacks = services.callbacks_due()

@@ -7,8 +7,8 @@ from typing import Any
 
 from rq import Retry, get_current_job
 
-from . import redis_store, services
-from .handlers import JobContext, get_job_type
+from . import redis_store, selectors, services
+from .handlers import JobContext, get_job_type, run_with_context
 from .models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,14 @@ def call_handler(job: Job) -> Any:
     if job_type is None:
         raise services.PermanentJobError(f"unknown job type {job.type!r}: no handler is registered")
     job_id = str(job.job_id)
-    context = JobContext(job_id=job_id, attempt=job.attempts, is_cancelled=lambda: _is_cancelled(job_id))
-    return job_type.run(job.payload, context)
+    context = JobContext(
+        job_id=job_id,
+        attempt=job.attempts,
+        is_cancelled=lambda: _is_cancelled(job_id),
+        parents=selectors.ParentResults(job.pk),
+        set_progress=services.ProgressReporter(job.pk),
+    )
+    return run_with_context(job_type, job.payload, context)
 
 
 def _is_cancelled(job_id: str) -> bool:

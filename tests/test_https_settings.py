@@ -99,6 +99,7 @@ def test_an_origin_that_is_not_trusted_still_fails_csrf(behind_proxy, django_use
     assert response.status_code == 403
 
 
+@pytest.mark.django_db  # /metrics counts the waiting jobs in the database
 def test_ssl_redirect_spares_the_probes_and_metrics(settings):
     settings.SECURE_SSL_REDIRECT = True
     client = Client()

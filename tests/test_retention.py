@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from jobs import services
-from jobs.models import Job, JobEvent, JobStatus, Schedule
+from jobs.models import Job, JobDependency, JobEvent, JobStatus, Schedule
 from jobs.sentinel import Sentinel
 from tests.factories import make_job
 
@@ -99,6 +99,18 @@ def test_a_schedules_last_job_may_go_and_the_schedule_stays():
     services.jobs_prune()
     schedule.refresh_from_db()
     assert schedule.last_job is None
+
+
+@pytest.mark.parametrize("child_status", [S.WAITING, S.QUEUED, S.STARTED, S.RETRYING])
+def test_a_parent_that_an_unfinished_dependent_needs_is_kept(child_status):
+    parent, lone = aged(S.SUCCEEDED, 10), aged(S.SUCCEEDED, 10)
+    child = make_job(status=child_status)
+    JobDependency.objects.create(parent=parent, child=child)
+    assert services.jobs_prune().total == 1
+    assert alive(parent) and not alive(lone)
+    Job.objects.filter(pk=child.pk).update(status=S.SUCCEEDED, finished_at=services.now())
+    assert services.jobs_prune().total == 1  # its dependent finished: the parent may go now
+    assert not alive(parent) and alive(child)
 
 
 def test_selector_is_the_one_place_that_decides():

@@ -21,6 +21,16 @@ def _no_throttling(monkeypatch):
     )
 
 
+@pytest.fixture(autouse=True)
+def _short_waits(monkeypatch):
+    # ?wait= (up to 60 s) is honoured: here the schema is under test, not the wait.
+    from jobs import selectors
+
+    for name in ("job_wait", "workflow_wait"):
+        wait = getattr(selectors, name)
+        monkeypatch.setattr(selectors, name, lambda *, _wait=wait, seconds, **kwargs: _wait(seconds=0.01, **kwargs))
+
+
 @pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))

@@ -409,3 +409,15 @@ def test_the_admin_shows_a_task_job_with_its_timeline_and_cancels_and_retries_it
     text = page.content.decode()
     assert "tests.taskapp.tasks.add" in text
     assert all(actor in text for actor in ("tasks:default", "admin:ops", "worker:")), text
+
+
+def test_a_task_enqueued_after_others_reads_their_results(run_worker):
+    from jobs.backends import enqueue_after
+
+    first, second = tasks.add.enqueue(1, 2), tasks.add.enqueue(10, 20)
+    total = enqueue_after([first, second.id], tasks.total_of_parents)
+
+    assert job_of(total).status == JobStatus.WAITING
+    run_worker()
+
+    assert tasks.total_of_parents.get_result(total.id).return_value == 33

@@ -104,6 +104,11 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 # A job id is a UUID: said in the schema, so that clients (and schemathesis) do not take the path's
 # other words (/jobs/batch) for ids.
+WAIT = OpenApiParameter(
+    "wait",
+    {"type": "number", "minimum": 0, "maximum": 60},
+    description="Seconds to wait for it to finish; the answer comes as soon as it does. Needs the read scope.",
+)
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id.")
 
 job_reads = extend_schema_view(
@@ -141,9 +146,16 @@ job_reads = extend_schema_view(
     ),
     retrieve=extend_schema(
         summary="Get a job",
-        parameters=[JOB_ID],
+        parameters=[JOB_ID, WAIT],
         auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
-        responses={200: JobSerializer, 401: UNKNOWN_READER, 404: error("No such job"), 429: THROTTLED},
+        responses={
+            200: JobSerializer,
+            400: FieldErrors,
+            401: UNKNOWN_READER,
+            403: error("?wait= without the read scope"),
+            404: error("No such job"),
+            429: THROTTLED,
+        },
     ),
 )
 job_submit = extend_schema(
@@ -204,3 +216,58 @@ Readiness = inline_serializer(
 )
 liveness = extend_schema(summary="Liveness probe", responses={200: HealthStatus}, auth=[])
 readiness = extend_schema(summary="Readiness probe", responses={200: Readiness, 503: Readiness}, auth=[])
+
+
+# --------------------------------------------------------------------------- workflows
+
+WORKFLOW_ID = OpenApiParameter(
+    "workflow_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The workflow's id."
+)
+WorkflowBody = inline_serializer(
+    "Workflow",
+    {
+        "workflow_id": serializers.UUIDField(),
+        "status": serializers.ChoiceField(choices=["running", "succeeded", "failed", "cancelled"]),
+        "counts": serializers.DictField(child=serializers.IntegerField()),
+        "progress": serializers.FloatField(),
+        "finished_at": serializers.DateTimeField(allow_null=True),
+        "created_at": serializers.DateTimeField(),
+        "jobs": serializers.DictField(child=JobSerializer(), help_text="Node name to its job, plus after and run_if."),
+    },
+)
+NO_WORKFLOW = error("No such workflow")
+workflow_create = extend_schema(
+    summary="Submit a workflow: a graph of jobs, stored at once",
+    responses={
+        201: WorkflowBody,
+        400: FieldErrors,
+        401: NO_WRITE_KEY,
+        403: NO_WRITE_SCOPE,
+        413: error("Body over MAX_BODY_BYTES"),
+        415: error("Not JSON"),
+        429: THROTTLED,
+        503: error("Database unavailable; nothing stored"),
+    },
+)
+workflow_retrieve = extend_schema(
+    summary="A workflow: status, counts per status, progress, every node",
+    parameters=[WORKFLOW_ID, WAIT],
+    auth=OPEN_READS,  # type: ignore[arg-type]  # security requirement objects; the hint says only names
+    responses={
+        200: WorkflowBody,
+        400: FieldErrors,
+        401: UNKNOWN_READER,
+        403: error("?wait= without the read scope"),
+        404: NO_WORKFLOW,
+        429: THROTTLED,
+    },
+)
+
+
+def workflow_action(summary: str) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=None,
+        parameters=[WORKFLOW_ID],
+        responses={202: WorkflowBody, 401: NO_WRITE_KEY, 403: NO_WRITE_SCOPE, 404: NO_WORKFLOW, 429: THROTTLED},
+    )

@@ -25,10 +25,14 @@ MAX_QUEUE_NAME = 32
 MAX_TYPE_NAME = 64
 LATEST_RUN_AT = dt.datetime.max.replace(microsecond=0, tzinfo=dt.UTC) - dt.timedelta(seconds=1)
 # Fields that plain_submission leaves to the serializer's fields.
+GRAPH_FIELDS = frozenset({"depends_on", "allow_failure"})
 LABEL_FIELDS = frozenset({"unique_key", "unique_for", "tags", "metadata"})
 SUBMIT_FIELDS = (
-    frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "callback_url"}) | LABEL_FIELDS
+    frozenset({"type", "payload", "queue", "max_retries", "timeout", "run_at", "delay", "callback_url"})
+    | LABEL_FIELDS
+    | GRAPH_FIELDS
 )
+MAX_PARENTS = 1000
 MAX_UNIQUE_KEY = 255
 MAX_UNIQUE_FOR = 366 * 24 * 3600
 MAX_TAGS = 20
@@ -104,6 +108,11 @@ class JobSerializer(serializers.ModelSerializer):
             "unique_until",
             "tags",
             "metadata",
+            "workflow_id",
+            "node",
+            "allow_failure",
+            "progress",
+            "progress_message",
             "result",
             "error",
             "created_at",
@@ -113,6 +122,8 @@ class JobSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    workflow_id = serializers.UUIDField(read_only=True)
 
     # Per class (read through cls.__dict__): a subclass builds its own.
     _readable_fields_cache: ClassVar[list[tuple[serializers.Field, str | None]]]
@@ -173,6 +184,12 @@ class JobSubmitSerializer(serializers.Serializer):
         max_length=MAX_TAGS,
     )
     metadata = serializers.DictField(required=False)
+    # Job ids this job waits for (it is `waiting` until they have finished); allow_failure: it runs even
+    # when one of them failed or was cancelled.
+    depends_on = serializers.ListField(
+        child=serializers.UUIDField(format="hex_verbose"), required=False, max_length=MAX_PARENTS
+    )
+    allow_failure = serializers.BooleanField(required=False)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -278,6 +295,8 @@ class JobSubmitSerializer(serializers.Serializer):
         if not payload_serializer.is_valid():
             raise serializers.ValidationError({"payload": payload_serializer.errors})
         attrs["payload"] = payload_serializer.validated_data
+        if "depends_on" in attrs:
+            attrs["depends_on"] = [str(job_id) for job_id in dict.fromkeys(attrs["depends_on"])]
         return attrs
 
 
@@ -296,7 +315,12 @@ def plain_submission(data: dict[str, Any]) -> dict[str, Any] | None:
     integers, no run_at or delay) is checked here instead. Anything else returns None and goes
     through the fields, which then give the errors; so the result is always the fields' result.
     """
-    if "run_at" in data or "delay" in data or "callback_url" in data or not LABEL_FIELDS.isdisjoint(data):
+    if (
+        "run_at" in data
+        or "delay" in data
+        or "callback_url" in data
+        or not (LABEL_FIELDS | GRAPH_FIELDS).isdisjoint(data)
+    ):
         return None
     job_type = data.get("type")
     if type(job_type) is not str or len(job_type) > MAX_TYPE_NAME or job_type != job_type.strip():

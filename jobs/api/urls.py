@@ -6,12 +6,14 @@ from .flow import JobTypeDetailView, JobTypeListView, QueueListView, QueuePauseV
 from .health import HealthView, ReadinessView
 from .schedules import ScheduleViewSet
 from .views import JobViewSet, metrics_view
+from .workflows import WorkflowViewSet
 
 # "/?" : every path answers with and without a trailing slash (a POST must never be redirected).
 router = SimpleRouter()
 router.trailing_slash = "/?"
 router.register("jobs", JobViewSet, basename="job")
 router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("workflows", WorkflowViewSet, basename="workflow")
 
 urlpatterns = [
     re_path(r"^healthz/?$", HealthView.as_view(), name="healthz"),

@@ -13,7 +13,7 @@ from django.urls import reverse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -31,6 +31,26 @@ from .serializers import (
     JobSubmitSerializer,
     idempotency_key_from,
 )
+
+# The longest ?wait= on GET /jobs/{id} and GET /workflows/{id}: a waiting request holds a server thread.
+MAX_WAIT_SECONDS = 60
+
+
+def wait_seconds(request: Request) -> float:
+    """The ?wait= of a read (0 without one); a bad value is a 400 naming the parameter."""
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:  # (NaN fails both)
+        raise ValidationError({"wait": [f"Seconds from 0 to {MAX_WAIT_SECONDS}."]})
+    if seconds and "read" not in scopes_of(request):
+        # A waiting request holds a server thread: anonymous readers must not be able to hold them all.
+        raise PermissionDenied("?wait= needs an API key with the read scope (or a user with jobs.view_job).")
+    return seconds
 
 
 def actor_of(request: Request) -> str:
@@ -58,6 +78,12 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_object(self) -> Job:
         return selectors.job_get(job_id=self.kwargs["job_id"])
+
+    def retrieve(self, request: Request, job_id: str | None = None) -> Response:
+        # ?wait=N answers as soon as the job finishes (the row is read every 50 ms), or after N seconds.
+        seconds = wait_seconds(request)
+        job = selectors.job_wait(job_id=self.kwargs["job_id"], seconds=seconds) if seconds else self.get_object()
+        return Response(self.get_serializer(job).data)
 
     @schema.job_submit
     def create(self, request: Request) -> Response:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -35,16 +36,51 @@ from .django_task import TaskPayload, is_task_path, run_task
 
 # A rate as job types and PATCH /types/{name} write it (the same pattern as jobs.models.RATE_PATTERN).
 RATE = re.compile(r"[1-9][0-9]{0,8}/[smh]")
-BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook"]
+BUILT_IN_MODULES = ["echo", "sleep", "fail", "email", "webhook", "gather"]
+
+
+def _no_progress(fraction: float, message: str = "") -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running handler may know about its job."""
+    """What a running handler may know about its job.
+
+    `parents`: the results of the job's parents (depends_on, a workflow's `after`), by node name and by
+    job id; `set_progress(fraction, message)`: report progress in [0, 1] (writes are throttled).
+    """
 
     job_id: str
     attempt: int
     is_cancelled: Callable[[], bool]
+    parents: Mapping[str, Any] = field(default_factory=dict)
+    set_progress: Callable[..., None] = _no_progress
+
+
+# The context of the job this thread or task is running: a `@task` function reads its parents through it.
+_current: ContextVar[JobContext | None] = ContextVar("sentinelflow_job_context", default=None)
+
+
+def current_context() -> JobContext | None:
+    """The JobContext of the job being run here (None outside a run)."""
+    return _current.get()
+
+
+def parent_results() -> Mapping[str, Any]:
+    """The results of the running job's parents, by node name and by job id: for a `@task` function,
+    which gets no JobContext (`from jobs.handlers import parent_results`)."""
+    context = _current.get()
+    return context.parents if context is not None else {}
+
+
+def run_with_context(job_type: JobType, payload: dict[str, Any], context: JobContext) -> Any:
+    """Call a job type's handler with `context` as the current one."""
+    token = _current.set(context)
+    try:
+        return job_type.run(payload, context)
+    finally:
+        _current.reset(token)
 
 
 @dataclass(frozen=True)

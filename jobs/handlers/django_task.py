@@ -33,6 +33,7 @@ MAX_TASK_PATH = Job._meta.get_field("type").max_length or 64
 # FAILED (its errors say it was cancelled), as it would be for a task that could not run.
 STATUS_TO_TASK = {
     JobStatus.PENDING: TaskResultStatus.READY,
+    JobStatus.WAITING: TaskResultStatus.READY,
     JobStatus.SCHEDULED: TaskResultStatus.READY,
     JobStatus.QUEUED: TaskResultStatus.READY,
     JobStatus.RETRYING: TaskResultStatus.READY,

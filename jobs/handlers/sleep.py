@@ -18,11 +18,15 @@ class SleepPayload(serializers.Serializer[Any]):
 
 @job_type("sleep", payload_serializer=SleepPayload, secret_fields=())
 def sleep(payload: dict[str, Any], context: JobContext) -> dict[str, Any]:
-    """Sleep `seconds`, stopping early when the job is cancelled (for workers that cannot kill a job)."""
+    """Sleep `seconds`, stopping early when the job is cancelled (for workers that cannot kill a job), and
+    report the fraction slept as progress (set_progress throttles the writes)."""
     deadline = time.monotonic() + payload["seconds"]
     next_check = time.monotonic() + CANCEL_CHECK_INTERVAL
     while (remaining := deadline - time.monotonic()) > 0:
         time.sleep(min(remaining, 0.1))
+        if payload["seconds"]:
+            slept = payload["seconds"] - max(deadline - time.monotonic(), 0)
+            context.set_progress(slept / payload["seconds"], f"slept {slept:.1f} s")
         if time.monotonic() >= next_check:
             if context.is_cancelled():
                 return {"slept": round(payload["seconds"] - max(remaining, 0), 3), "cancelled": True}

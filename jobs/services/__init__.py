@@ -8,6 +8,8 @@ lifecycle rule lives here once:
 - runs: the same rules for runs taken in batches by the worker (one write per run, outcomes together);
 - submission: new jobs, one or a batch, with Idempotency-Keys;
 - enqueue: RQ plumbing (push after the commit, remove on cancel);
+- dependencies: jobs that wait for others (depends_on), their release, workflows, progress;
+- workflows: a graph of jobs stored at once (POST /workflows), cancelled or retried as a whole;
 - repairs: the sentinel's repairs (enqueue pending, recover lost runs, restore what Redis lost);
 - schedules: when a schedule fires, and the one job each tick submits;
 - flow: pause and resume queues and job types, their limits (audited), the state workers read;
@@ -25,6 +27,7 @@ from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
 from .bulk import BulkResult, jobs_bulk
 from .callbacks import callback_deliver, callbacks_due, signature, signing_key_for
+from .dependencies import ProgressReporter, dependents_release, waiting_repair
 from .enqueue import RUN_JOB
 from .failures import failure_group_retry
 from .fingerprints import error_fingerprint, fingerprint
@@ -64,6 +67,7 @@ from .schedules import (
 )
 from .submission import job_submit, job_submit_batch, request_fingerprint
 from .transitions import ALLOWED_TRANSITIONS, RUNNABLE_STATUSES, now
+from .workflows import workflow_cancel, workflow_retry_failed, workflow_submit
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -76,6 +80,7 @@ __all__ = [
     "FlowState",
     "PermanentJobError",
     "Policy",
+    "ProgressReporter",
     "PruneReport",
     "UnknownName",
     "api_key_create",
@@ -85,6 +90,7 @@ __all__ = [
     "callback_deliver",
     "callbacks_due",
     "cancelled_among",
+    "dependents_release",
     "error_fingerprint",
     "failure_group_retry",
     "fingerprint",
@@ -130,4 +136,8 @@ __all__ = [
     "timing_errors",
     "upcoming_ticks",
     "valid_rate",
+    "waiting_repair",
+    "workflow_cancel",
+    "workflow_retry_failed",
+    "workflow_submit",
 ]

@@ -31,7 +31,7 @@ from django.db import transaction
 from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition, PermanentJobError
 from ..models import Job
-from . import transitions
+from . import dependencies, transitions
 from .callbacks import callback_reset, callbacks_after_finish
 from .enqueue import push, remove_from_redis
 from .fingerprints import error_fingerprint
@@ -102,6 +102,8 @@ def job_succeed(
         if moved is not None:
             batch.inc("jobs_succeeded_total", job.type)
             batch.observe("job_duration_seconds", job.type, run_seconds(job, finished_at))
+    if moved is not None:
+        dependencies.release_after_outcome([job])
     return moved
 
 
@@ -150,6 +152,8 @@ def job_fail_attempt(
             batch.inc("jobs_enqueued_total", job.type, job.queue)
         else:
             batch.inc("jobs_failed_total", job.type)
+    if not retry:
+        dependencies.release_after_outcome([job])
     return delay
 
 
@@ -177,7 +181,29 @@ def retry_backoff(failure_number: int) -> int:
 
 
 def job_retry(*, job: Job, actor: str) -> Job:
-    """Run a failed or cancelled job again now, with a fresh retry budget; attempts keep counting."""
+    """Run a failed or cancelled job again now, with a fresh retry budget; attempts keep counting.
+
+    A dependent goes back to `waiting` while a parent has not finished (retry the parent first), and
+    is refused while a parent it needs has failed or is cancelled."""
+    waits = dependencies.retry_must_wait(job)
+    if waits:
+        job = transition(
+            job,
+            S.WAITING,
+            actor=actor,
+            sources=[S.FAILED, S.CANCELLED],
+            budget_start=job.attempts,
+            run_at=None,
+            error="",
+            finished_at=None,
+        )
+        logger.info("job %s retried by %s: it waits for its parents", job.job_id, actor)
+        with metrics.record() as batch:
+            batch.inc("jobs_retried_total", job.type, "manual")
+        # A parent may have finished between the check and the move: the release decides.
+        dependencies.release_after_outcome(dependencies.parents_of(job))
+        job.refresh_from_db()
+        return job
     job = transition(
         job,
         S.QUEUED,
@@ -205,6 +231,7 @@ def job_cancel(*, job: Job, actor: str) -> Job:
     with metrics.record() as batch:
         batch.inc("jobs_cancelled_total", job.type)
     transaction.on_commit(lambda: remove_from_redis(job, was_running=was == S.STARTED))
+    dependencies.release_after_outcome([job])
     return job
 
 

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from .. import metrics, redis_store, store
 from ..exceptions import InvalidTransition
 from ..models import Job
-from . import transitions
+from . import dependencies, transitions
 from .callbacks import callbacks_after_finish
 from .enqueue import push
 from .fingerprints import fingerprint
@@ -65,6 +65,7 @@ def job_recover(*, job: Job, reason: str, actor: str = "sentinel") -> Job:
         callbacks_after_finish([job])
         with metrics.record() as batch:
             batch.inc("jobs_failed_total", job.type)
+        dependencies.release_after_outcome([job])
         return job
     job = transition(
         job,

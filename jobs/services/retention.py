@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from .. import metrics
-from ..models import CallbackStatus, Job, JobEvent, JobStatus
+from ..models import TERMINAL_STATUSES, CallbackStatus, Job, JobDependency, JobEvent, JobStatus
 from . import transitions
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ def prunable_jobs(*, now: datetime) -> QuerySet[Job]:
 
     Finished (succeeded, failed, cancelled) longer ago than their max age: the job type's
     (RETENTION_BY_TYPE, any status) when it has one, else the status's. Never an unfinished
-    job, nor one whose completion callback is still to be delivered. Further conditions (a
-    waiting dependent that still needs the job) belong here too, so that every caller honours them.
+    job, nor one whose completion callback is still to be delivered, nor a parent with a dependent that
+    has not finished (it waits for the parent, or will read its result in context.parents). Further
+    conditions belong here too, so that every caller honours them.
     """
     ages = retention_ages()
     by_type = ages["type"]
@@ -57,7 +58,8 @@ def prunable_jobs(*, now: datetime) -> QuerySet[Job]:
             due |= Q(type=job_type, status__in=list(ages["status"]), finished_at__lt=now - max_age)
     finished = Job.objects.filter(due, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
     # A callback still to be delivered needs its job: the job goes once it is delivered or given up.
-    return finished.exclude(callback_status=CallbackStatus.PENDING)
+    needed = JobDependency.objects.filter(parent=OuterRef("pk")).exclude(child__status__in=TERMINAL_STATUSES)
+    return finished.exclude(callback_status=CallbackStatus.PENDING).exclude(Exists(needed))
 
 
 @dataclass

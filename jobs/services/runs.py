@@ -31,7 +31,7 @@ from .. import metrics, store
 from ..exceptions import PermanentJobError
 from ..models import Job
 from ..store.records import RunOutcome
-from . import transitions
+from . import dependencies, transitions
 from .callbacks import callbacks_after_finish
 from .fingerprints import error_fingerprint
 from .lifecycle import _jsonable, attempts_spent, count_start, format_error, retry_backoff
@@ -149,6 +149,17 @@ def runs_finish(outcomes: list[RunOutcome], *, batch: metrics.MetricsBatch) -> s
             batch.inc("jobs_enqueued_total", job.type, job.queue)
         else:
             batch.inc("jobs_failed_total", job.type)
+    # Dependents are released after the outcomes' commit; if this process dies first, the sentinel does it.
+    # (A workflow's node without dependents may be the one that finishes its workflow.)
+    finished = [
+        outcome.job
+        for outcome in outcomes
+        if (outcome.has_dependents or outcome.job.workflow_id)
+        and outcome.job.pk in moved
+        and outcome.target != S.RETRYING
+    ]
+    if finished:
+        dependencies.release_after_outcome(finished)
     return moved
 
 

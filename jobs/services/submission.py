@@ -21,12 +21,13 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 
-from .. import store
-from ..exceptions import CallbackNotSignable, IdempotencyKeyReused, UniqueKeyContended
+from .. import metrics, store
+from ..exceptions import CallbackNotSignable, IdempotencyKeyReused, UniqueKeyContended, UnknownParents
 from ..handlers import get_job_type
-from ..models import TERMINAL_STATUSES, CallbackStatus, Job
+from ..models import TERMINAL_STATUSES, CallbackStatus, Job, JobDependency
 from . import transitions
 from .callbacks import signing_key_for
+from .dependencies import ParentState, first_status, parent_name
 from .enqueue import push, push_many
 from .transitions import S
 
@@ -53,6 +54,8 @@ def job_submit(
     unique_for: int | None = None,
     tags: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    depends_on: list[str] | None = None,
+    allow_failure: bool = False,
 ) -> tuple[Job, bool]:
     """Store a new job and enqueue it once the row is committed.
 
@@ -75,7 +78,7 @@ def job_submit(
         "timeout": timeout,
     }
     item |= {"run_at": run_at, "unique_key": unique_key, "unique_for": unique_for, "tags": tags, "metadata": metadata}
-    item |= {"callback_url": callback_url}
+    item |= {"callback_url": callback_url, "depends_on": depends_on or [], "allow_failure": allow_failure}
     item = with_unique_defaults(item)
     for _ in range(UNIQUE_RACE_ATTEMPTS):
         submitted_at = transitions.now()
@@ -91,7 +94,10 @@ def job_submit(
             fingerprint=fingerprint,
         )
         try:
-            insert_jobs([job], at=submitted_at, actor=submitted_by)
+            if depends_on:
+                insert_dependents([job], [depends_on], at=submitted_at, actor=submitted_by)
+            else:
+                insert_jobs([job], at=submitted_at, actor=submitted_by)
             break
         except IntegrityError:
             # Two requests raced with one Idempotency-Key, or with one unique key: the other one stored the job.
@@ -105,7 +111,10 @@ def job_submit(
         raise UniqueKeyContended()
     # Enqueue only after the commit: a worker must never pick up a job whose row it cannot read.
     # (Outside a transaction the row is committed already and this runs at once.)
-    transaction.on_commit(lambda: push(job, counts=[("jobs_submitted_total", (job.type,))]))
+    if job.status in (S.QUEUED, S.SCHEDULED):
+        transaction.on_commit(lambda: push(job, counts=[("jobs_submitted_total", (job.type,))]))
+    else:
+        count_submitted([job])
     return job, True
 
 
@@ -153,6 +162,13 @@ def unique_holder(type: str, key: str, *, at: datetime) -> Job | None:
     return holder
 
 
+def count_submitted(jobs: list[Job]) -> None:
+    """Count jobs stored but not pushed (waiting for parents, or cancelled with one)."""
+    with metrics.record() as batch:
+        for job in jobs:
+            batch.inc("jobs_submitted_total", job.type)
+
+
 def new_job(
     item: dict[str, Any], *, submitted_at: datetime, submitted_by: str, idempotency_key: str | None, fingerprint: str
 ) -> Job:
@@ -182,6 +198,7 @@ def new_job(
         unique_until=submitted_at + timedelta(seconds=unique_for) if unique_key and unique_for else None,
         tags=item.get("tags") or [],
         metadata=item.get("metadata") or {},
+        allow_failure=bool(item.get("allow_failure")),
     )
 
 
@@ -221,6 +238,7 @@ def job_submit_batch(
             answers = stored or answers
         submitted_at = transitions.now()
         new: list[Job] = []
+        new_parents: list[list[str]] = []
         claimed: dict[tuple[str, str], Job] = {}
         for index, (item, key) in enumerate(zip(items, keys, strict=True)):
             if answers[index] is not None:
@@ -235,13 +253,17 @@ def job_submit_batch(
                 item, submitted_at=submitted_at, submitted_by=submitted_by, idempotency_key=key, fingerprint=fingerprint
             )
             new.append(job)
+            new_parents.append(item.get("depends_on") or [])
             answers[index] = job
             if unique is not None:
                 claimed[unique] = job
         if not new:
             return [job for job in answers if job is not None], False
         try:
-            insert_jobs(new, at=submitted_at, actor=submitted_by)
+            if any(new_parents):
+                insert_dependents(new, new_parents, at=submitted_at, actor=submitted_by)
+            else:
+                insert_jobs(new, at=submitted_at, actor=submitted_by)
             break
         except IntegrityError:
             # Another request stored the jobs of this Idempotency-Key, or took one of the unique keys: look again.
@@ -252,10 +274,46 @@ def job_submit_batch(
                 return [job for job in existing if job is not None], False
     else:
         raise UniqueKeyContended()
-    counts = [("jobs_submitted_total", (job.type,)) for job in new]
+    ready = [job for job in new if job.status in (S.QUEUED, S.SCHEDULED)]
+    counts = [("jobs_submitted_total", (job.type,)) for job in ready]
     # As for one job: the rows are committed before any worker can see the jobs.
-    transaction.on_commit(lambda: push_many(new, counts=counts))
+    if ready:
+        transaction.on_commit(lambda: push_many(ready, counts=counts))
+    count_submitted([job for job in new if job.status not in (S.QUEUED, S.SCHEDULED)])
     return [job for job in answers if job is not None], True
+
+
+def insert_dependents(jobs: list[Job], parents: list[list[str]], *, at: datetime, actor: str) -> None:
+    """Store new jobs, some depending on existing jobs (`parents[i]`: job ids of jobs[i]'s parents), with
+    their edges, in one transaction; each dependent starts `waiting`, or `cancelled` (a parent failed),
+    or as it was made (every parent finished). The parents' rows are locked first, so a parent finishing
+    meanwhile either is seen finished here or sees its new dependents when it releases them."""
+    wanted = {str(job_id) for job_ids in parents for job_id in job_ids}
+    with transaction.atomic():
+        found = {
+            str(parent.job_id): parent
+            for parent in Job.objects.select_for_update().filter(job_id__in=wanted).order_by("id")
+        }
+        unknown = sorted(wanted - set(found))
+        if unknown:
+            raise UnknownParents(f"depends_on names unknown jobs: {', '.join(unknown)}.")
+        for job, job_ids in zip(jobs, parents, strict=True):
+            if not job_ids:
+                continue
+            states = [
+                ParentState(parent_name(found[str(i)].job_id, found[str(i)].node), found[str(i)].status)
+                for i in job_ids
+            ]
+            status, error = first_status(states, allow_failure=job.allow_failure)
+            if status is not None:
+                job.status, job.error, job.enqueued_at = status, error, None
+                job.finished_at = at if status == S.CANCELLED else None
+        insert_jobs(jobs, at=at, actor=actor)
+        JobDependency.objects.bulk_create(
+            JobDependency(child_id=job.pk, parent_id=found[str(job_id)].pk)
+            for job, job_ids in zip(jobs, parents, strict=True)
+            for job_id in dict.fromkeys(str(i) for i in job_ids)
+        )
 
 
 def insert_jobs(jobs: list[Job], *, at: datetime, actor: str) -> None:

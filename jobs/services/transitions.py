@@ -20,14 +20,17 @@ S = JobStatus
 # Which statuses each status may move to: the lifecycle of docs/design.md.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.QUEUED, S.SCHEDULED, S.STARTED, S.CANCELLED}),
+    # Released when its parents have finished (jobs.services.dependencies), or cancelled with them.
+    S.WAITING: frozenset({S.QUEUED, S.SCHEDULED, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.STARTED, S.PENDING, S.CANCELLED}),
     S.QUEUED: frozenset({S.STARTED, S.PENDING, S.CANCELLED}),
     # `queued` from `started`: the sentinel re-runs a job whose worker died.
     S.STARTED: frozenset({S.SUCCEEDED, S.FAILED, S.RETRYING, S.QUEUED, S.CANCELLED}),
     S.RETRYING: frozenset({S.QUEUED, S.STARTED, S.PENDING, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset({S.QUEUED}),
-    S.CANCELLED: frozenset({S.QUEUED}),
+    # A manual retry; `waiting` for a dependent whose parents have not all finished again.
+    S.FAILED: frozenset({S.QUEUED, S.WAITING}),
+    S.CANCELLED: frozenset({S.QUEUED, S.WAITING}),
 }
 RUNNABLE_STATUSES = frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if S.STARTED in targets)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
-from ..models import Job, JobEvent, JobStatus
+from ..models import Job, JobDependency, JobEvent, JobStatus
 from .records import RunOutcome
 
 
@@ -95,4 +95,7 @@ class OrmStore:
                     JobEvent(job_id=job.pk, at=at, from_status=source, to_status=target, actor=outcome.actor)
                     for at, source, target in outcome.events(job.status)
                 )
+            parents = set(JobDependency.objects.filter(parent_id__in=moved).values_list("parent_id", flat=True))
+        for outcome in outcomes:
+            outcome.has_dependents = outcome.job.pk in parents
         return moved

@@ -21,11 +21,13 @@ from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
-from ..models import Job, JobEvent, JobStatus
+from ..models import Job, JobDependency, JobEvent, JobStatus
+from .orm import OrmStore
 from .records import RunOutcome
 
 JOB = Job._meta.db_table
 EVENT = JobEvent._meta.db_table
+DEPENDENCY = JobDependency._meta.db_table
 FIELDS = Job._meta.concrete_fields
 FIELDS_BY_NAME = {field.name: field for field in FIELDS}
 ATTNAMES = [field.attname for field in FIELDS]
@@ -67,6 +69,11 @@ class PostgresStore:
         return Job.from_db(connection.alias, ATTNAMES, values)
 
     def insert(self, jobs: list[Job], *, at: datetime, actor: str) -> None:
+        if any(job.workflow_id or job.node or job.allow_failure or job.error for job in jobs):
+            # Jobs of a graph (rare, and in the caller's transaction with their edges): the columns that
+            # insert_jobs gives one value for all the jobs differ here.
+            OrmStore().insert(jobs, at=at, actor=actor)
+            return
         insert_jobs(jobs, at=at, actor=actor)
 
     def finish_runs(self, outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
@@ -323,7 +330,10 @@ def finish_runs(outcomes: list[RunOutcome], *, stamp: datetime) -> set[int]:
     with transaction.atomic() if db.in_atomic_block else nullcontext():
         with db.cursor() as cursor:
             cursor.execute(_finish_statement(), [json.dumps(rows, cls=encoder), runnable, stamp])
-            return {pk for (pk,) in cursor.fetchall()}
+            found = dict(cursor.fetchall())
+    for outcome in outcomes:
+        outcome.has_dependents = bool(found.get(outcome.job.pk))
+    return set(found)
 
 
 @cache
@@ -365,5 +375,5 @@ def _finish_statement() -> str:
                 SELECT id, finished_at, '{started}', target, actor, 1 FROM moved
             ) AS steps ORDER BY id, step
         )
-        SELECT id FROM moved
+        SELECT id, EXISTS (SELECT 1 FROM {DEPENDENCY} AS d WHERE d.parent_id = moved.id) FROM moved
     """

@@ -32,6 +32,8 @@ class RunOutcome:
     changes: dict[str, Any] = field(default_factory=dict)
     # Seconds until a `retrying` job runs again (for the worker, which puts it back on Redis).
     retry_in: int | None = None
+    # Set by the store when the job moved and has dependents (jobs.services.dependencies releases them).
+    has_dependents: bool = False
 
     def events(self, read_status: str) -> Iterator[tuple[datetime, str, str]]:
         """The timeline rows of this outcome: (at, from, to)."""

@@ -92,3 +92,11 @@ def plain_function(path: str) -> None:
 def touch(path: str) -> str:
     Path(path).write_text("ran")
     return path
+
+
+@task
+def total_of_parents() -> int:
+    """Sums its parents' results (enqueued with jobs.backends.enqueue_after)."""
+    from jobs.handlers import parent_results
+
+    return sum(parent_results()[key] for key in parent_results())
