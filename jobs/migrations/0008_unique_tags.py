@@ -28,7 +28,7 @@ def drop_gin_indexes(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0009_retention_callbacks'),
+        ('jobs', '0007_retention_callbacks'),
     ]
 
     operations = [

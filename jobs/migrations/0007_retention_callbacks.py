@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0007_flow_control'),
+        ('jobs', '0006_flow_control'),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0006_unique_tags'),
+        ('jobs', '0008_unique_tags'),
     ]
 
     operations = [
