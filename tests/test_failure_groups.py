@@ -99,6 +99,7 @@ def test_type_filter_and_limit(api):
     assert len(api.get("/failures?limit=2").json()) == 2
     assert api.get("/failures?limit=0").status_code == 400
     assert api.get("/failures?limit=abc").status_code == 400
+    assert api.get("/failures?limit=").status_code == 400  # blank is not the default
 
 
 def test_failures_need_the_read_scope(anon):

@@ -39,7 +39,7 @@ class FailureGroupSerializer(serializers.Serializer):
 
 
 class FailureQuerySerializer(serializers.Serializer):
-    type = serializers.CharField(required=False, max_length=MAX_TYPE_NAME)
+    type = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TYPE_NAME)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_GROUPS, default=100)
 
 
@@ -65,7 +65,8 @@ class FailureGroupsView(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        query = FailureQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads a blank `?limit=` from a form as absent, which it is not.
+        query = FailureQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         groups = selectors.failure_groups(
             job_type=query.validated_data.get("type"), limit=query.validated_data["limit"]
