@@ -6,6 +6,8 @@ The database row is the record; Redis only holds a job's place in a queue. One p
 1. enqueues `pending` jobs, stored while Redis was down;
    then submits the jobs of due schedule ticks (services.schedules_fire_due: one job a tick by a
    compare-and-set in the database, so a second sentinel or a pass killed mid-tick doubles none);
+   then releases `waiting` jobs whose parents have all finished (or one failed) when the process that
+   wrote the parent's outcome died before releasing them (services.waiting_repair);
 2. recovers `started` jobs whose run is gone: the process running a job holds its lease
    (jobs.redis_store.JobLease, a key refreshed every 2 s that lives 10 s), so a job whose
    worker and work horse were killed has no lease after at most 10 s. It is run again as
