@@ -236,3 +236,33 @@ def test_a_limiter_failure_leaves_the_job_to_the_sentinel(api, submit, run_worke
     assert (job.status, job.attempts) == ("queued", 0)
     # Not refreshed any more: the lease lapses, and the sentinel restores the job.
     assert redis_store.lease_key(job_id) not in lease._held.values()
+
+
+def test_a_run_frees_its_slot_before_the_next_job_of_its_batch_asks(api, submit, run_worker, monkeypatch):
+    """One worker, one batch of five jobs of a type with max_concurrency 1: each run's slot is freed with its
+    outcome, so the batch's next job gets it; none is held back by a slot its own batch still held."""
+    from jobs.worker import limits
+
+    api.patch("/types/echo", {"max_concurrency": 1}, format="json")
+    services.forget_flow_state()
+    holders: set[str] = set()
+    asked: list[bool] = []
+
+    def acquire(client, policy, job, job_id):
+        free = not holders
+        asked.append(free)
+        if not free:
+            return limits.Decision(go=False, reason="concurrency", retry_after=30)
+        holders.add(job_id)
+        return limits.Decision(go=True, slot_key="slots:echo")
+
+    def release(pipe, slot_key, job_id):
+        if slot_key:
+            holders.discard(job_id)
+
+    monkeypatch.setattr(limits, "acquire", acquire)
+    monkeypatch.setattr(limits, "release", release)
+    ids = [submit({"type": "echo", "payload": {"message": str(n)}})["job_id"] for n in range(5)]
+    run_worker()
+    assert asked == [True] * 5
+    assert set(Job.objects.filter(job_id__in=ids).values_list("status", flat=True)) == {"succeeded"}

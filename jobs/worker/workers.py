@@ -307,6 +307,10 @@ class Worker(SimpleWorker):
                 self._run_one(batch, *next_run)
                 run_seconds += time.monotonic() - began
                 ran += 1
+                if next_run[0].slot_key:
+                    # Its concurrency slot is freed with its outcome: write it now, not at the batch's end, or
+                    # the batch's next jobs of the type would wait for slots its own finished runs still hold.
+                    batch.flush()
         finally:
             # A stop request, or an error: the jobs not started go back to the head of their queues.
             batch.give_back("the worker is stopping")
