@@ -101,3 +101,11 @@ def test_reading_the_audit_log_needs_view_job(client):
     response = client.get(AUDIT_URL)
     assert response.status_code == 200
     assert [entry.action for entry in response.context["cl"].result_list] == ["queue.pause"]
+
+
+def test_an_actor_with_the_longest_username_is_recorded_whole():
+    # "admin:" + a 150-character username (Django's limit): the pause and its entry are not lost to the column's size.
+    actor = "admin:" + "u" * 150
+    services.queue_set_paused(name="default", paused=True, actor=actor)
+    assert AuditEntry.objects.get().actor == actor
+    assert QueueState.objects.get(name="default").paused
