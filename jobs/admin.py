@@ -1,5 +1,5 @@
 """The operator console: jobs, their timelines, workflows and their graphs, API keys, schedules, job types and
-queues (pause, limits), bulk actions' audit, and the dashboard."""
+queues (pause, limits), the audit log (bulk actions, pauses, limits), and the dashboard."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from .handlers import get_job_type, job_type_names
 from .models import (
     ApiKey,
     AuditEntry,
-    FlowAuditEvent,
     Job,
     JobStatus,
     JobTypeSettings,
@@ -378,13 +377,14 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin):
-    """Bulk actions, read-only: who ran which action over which filter, and how many jobs it changed."""
+    """The one audit log, read-only: bulk retries and cancels (their filter and counts), and every pause, resume
+    and change of limits of a queue or job type (target: its name)."""
 
-    list_display = ["at", "actor", "action", "detail"]
+    list_display = ["at", "actor", "action", "target", "detail"]
     list_filter = ["action"]
-    search_fields = ["actor"]
-    readonly_fields = ["at", "actor", "action", "detail"]
-    fields = ["at", "actor", "action", "detail"]
+    search_fields = ["actor", "target"]
+    readonly_fields = ["at", "actor", "action", "target", "detail"]
+    fields = ["at", "actor", "action", "target", "detail"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -812,18 +812,3 @@ class QueueStateAdmin(admin.ModelAdmin):
         for queue in queryset:
             services.queue_set_paused(name=queue.name, paused=False, actor=admin_actor(request))
         self.message_user(request, f"Resumed {len(queryset)} queue(s).", messages.SUCCESS)
-
-
-@admin.register(FlowAuditEvent)
-class FlowAuditEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "action", "kind", "target", "details"]
-    list_filter = ["kind", "action"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

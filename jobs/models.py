@@ -216,24 +216,34 @@ class JobEvent(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One operator action over many jobs (a bulk retry or cancel): who, when, what, and with which filter.
+    """The audit log: one row per operator action, who, when, what, on which target, with its detail.
 
-    Each job it changed also has its own timeline row (JobEvent) with the same actor.
+    Actions are named `<area>.<verb>`: `jobs.bulk_retry`, `jobs.bulk_cancel` (over a filter; each job it
+    changed also has its own timeline row, JobEvent, with the same actor); `queue.pause`, `queue.resume`,
+    `type.pause`, `type.resume`, `type.limits` (target: the queue's or job type's name).
     """
 
     at = models.DateTimeField(default=timezone.now, editable=False)
-    actor = models.CharField(max_length=150)
+    # 200, not 150: "admin:" or "user:" before a username of up to 150 characters.
+    actor = models.CharField(max_length=200)
     action = models.CharField(max_length=64)
-    # The filter as given (the list's query keys), and the counts: {"filter", "matched", "changed", ...}.
+    # The queue or job type acted on; empty when the action names no single target (a bulk action).
+    target = models.CharField(max_length=64, blank=True, default="")
+    # Bulk: {"filter", "matched", "changed"}; a pause or resume: {"was_paused"}; limits: {"set", "reset", "was"}.
     detail = models.JSONField(default=dict)
 
     class Meta:
         verbose_name_plural = "audit entries"
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["-at"], name="auditentry_at")]
+        indexes = [
+            models.Index(fields=["-at"], name="auditentry_at"),
+            # One queue's or type's history, newest first.
+            models.Index(fields=["target", "-at"], name="auditentry_target_at"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.action} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S}"
+        on = f" {self.target}" if self.target else ""
+        return f"{self.action}{on} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class ApiScope(models.TextChoices):
@@ -403,24 +413,3 @@ class QueueState(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class FlowAuditEvent(models.Model):
-    """Who paused, resumed or changed the limits of a queue or a job type, and when."""
-
-    class Kind(models.TextChoices):
-        QUEUE = "queue"
-        TYPE = "type"
-
-    at = models.DateTimeField(default=_now, db_index=True)
-    actor = models.CharField(max_length=200)
-    kind = models.CharField(max_length=8, choices=Kind.choices)
-    target = models.CharField(max_length=64)
-    action = models.CharField(max_length=16)  # pause, resume, limits
-    details = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.actor} {self.action} {self.kind} {self.target}"

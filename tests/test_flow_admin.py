@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import services
-from jobs.models import FlowAuditEvent, JobTypeSettings, QueueState
+from jobs.models import AuditEntry, JobTypeSettings, QueueState
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,8 +44,8 @@ def test_pause_and_resume_job_types_are_audited(operator):
     assert services.flow_state(fresh=True).policy_for("echo").paused
     operator.post(TYPES_URL, {"action": "resume_selected", "_selected_action": [pk]})
     assert services.flow_state(fresh=True).policy_for("echo") is None
-    events = list(FlowAuditEvent.objects.filter(target="echo").values_list("actor", "action"))
-    assert events == [("admin:op", "resume"), ("admin:op", "pause")]
+    events = list(AuditEntry.objects.filter(target="echo").values_list("actor", "action"))
+    assert events == [("admin:op", "type.resume"), ("admin:op", "type.pause")]
 
 
 def test_limits_apply_only_with_their_override_box(operator):
@@ -71,7 +71,10 @@ def test_queue_pause_and_resume_buttons(operator):
     assert services.flow_state(fresh=True).paused_queues == {"default"}
     operator.post(QUEUES_URL, {"action": "resume_selected", "_selected_action": [pk]})
     assert services.flow_state(fresh=True).paused_queues == set()
-    assert FlowAuditEvent.objects.filter(kind="queue", target="default").count() == 2
+    assert list(AuditEntry.objects.filter(target="default").values_list("action", flat=True)) == [
+        "queue.resume",
+        "queue.pause",
+    ]
 
 
 def test_viewers_cannot_pause(client):
@@ -79,4 +82,4 @@ def test_viewers_cannot_pause(client):
     client.get(QUEUES_URL)
     pk = QueueState.objects.get(name="default").pk
     client.post(QUEUES_URL, {"action": "pause_selected", "_selected_action": [pk]})
-    assert not QueueState.objects.filter(paused=True).exists() and not FlowAuditEvent.objects.exists()
+    assert not QueueState.objects.filter(paused=True).exists() and not AuditEntry.objects.exists()

@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from jobs import redis_store, services
-from jobs.models import FlowAuditEvent, Job, JobTypeSettings, QueueState
+from jobs.models import AuditEntry, Job, JobTypeSettings, QueueState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,8 +60,9 @@ def test_patch_sets_limits_and_null_removes_them(api):
     response = api.patch("/types/echo", {"max_concurrency": None}, format="json")
     assert response.json()["max_concurrency"] is None and response.json()["rate"] == "5/s"
     assert response.json()["overridden"] == ["max_concurrency", "rate"]
-    events = list(FlowAuditEvent.objects.filter(kind="type", target="echo", action="limits"))
+    events = list(AuditEntry.objects.filter(target="echo", action="type.limits"))
     assert len(events) == 2 and events[0].actor.startswith("api-key:")
+    assert events[0].detail["set"] == {"max_concurrency": None} and events[1].detail["set"]["rate"] == "5/s"
 
 
 def test_null_override_removes_a_declared_limit(api, monkeypatch):
@@ -95,7 +96,7 @@ def test_bad_bodies_are_400_and_change_nothing(api, body):
     response = api.patch("/types/echo", body, format="json")
     assert response.status_code == 400, response.content
     assert response.json()
-    assert not JobTypeSettings.objects.exists() and not FlowAuditEvent.objects.exists()
+    assert not JobTypeSettings.objects.exists() and not AuditEntry.objects.exists()
 
 
 @pytest.mark.parametrize("name", ["nope", "..", "echo%2F..", "%2e%2e", "jobs.handlers.echo.echo", "a" * 200])
@@ -136,14 +137,14 @@ def test_pause_and_resume_a_queue_are_audited(api):
     assert response.status_code == 200 and response.json()["paused"] is True
     assert by_name(api.get("/queues").json())["default"]["paused"] is True
     assert api.post("/queues/default/resume").json()["paused"] is False
-    actions = list(FlowAuditEvent.objects.filter(kind="queue", target="default").values_list("action", flat=True))
-    assert actions == ["resume", "pause"]
+    entries = list(AuditEntry.objects.filter(target="default").values_list("action", "detail"))
+    assert entries == [("queue.resume", {"was_paused": True}), ("queue.pause", {"was_paused": False})]
 
 
 @pytest.mark.parametrize("name", ["nope", "..", "%2e%2e", "default%00", "DEFAULT", "x" * 200])
 def test_queues_not_configured_are_404(api, name):
     assert api.post(f"/queues/{name}/pause").status_code == 404
-    assert not QueueState.objects.exists() and not FlowAuditEvent.objects.exists()
+    assert not QueueState.objects.exists() and not AuditEntry.objects.exists()
 
 
 # ----------------------------------------------------------------------------- the worker

@@ -37,8 +37,9 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('actor', models.CharField(max_length=150)),
+                ('actor', models.CharField(max_length=200)),
                 ('action', models.CharField(max_length=64)),
+                ('target', models.CharField(blank=True, default='', max_length=64)),
                 ('detail', models.JSONField(default=dict)),
             ],
             options={
@@ -78,6 +79,10 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='auditentry',
             index=models.Index(fields=['-at'], name='auditentry_at'),
+        ),
+        migrations.AddIndex(
+            model_name='auditentry',
+            index=models.Index(fields=['target', '-at'], name='auditentry_target_at'),
         ),
         migrations.RunPython(create_gin_indexes, drop_gin_indexes),
     ]

@@ -17,6 +17,7 @@ lifecycle rule lives here once:
 - failures: retry a failure group (type and error fingerprint);
 - retention: delete finished jobs past their age, in bounded batches;
 - bulk: retry or cancel every job a filter selects, in batches, audited once;
+- audit: the audit log's one write (bulk actions, pauses, resumes, changes of limits);
 - api_keys: create, revoke, touch.
 
 `from jobs import services; services.job_cancel(...)` keeps working: the public names are here.
@@ -25,6 +26,7 @@ lifecycle rule lives here once:
 from ..exceptions import PermanentJobError
 from ..handlers.flow import Policy, policy, valid_rate
 from .api_keys import api_key_create, api_key_revoke, api_key_touch, hash_api_key_secret
+from .audit import audit_record
 from .bulk import BulkResult, jobs_bulk
 from .callbacks import callback_deliver, callbacks_due, signature, signing_key_for
 from .dependencies import ProgressReporter, dependents_release, waiting_repair
@@ -87,6 +89,7 @@ __all__ = [
     "api_key_revoke",
     "api_key_touch",
     "attempts_spent",
+    "audit_record",
     "callback_deliver",
     "callbacks_due",
     "cancelled_among",

@@ -4,7 +4,8 @@ Each job goes through the single-job service (job_retry, job_cancel), so the rul
 and the Redis side are those of a single retry or cancel. The set is walked in batches by primary key,
 newest first, each job with its own short compare-and-set: no lock is held across jobs, and a job that
 moved meanwhile is skipped, not forced. Jobs created after the action began are left alone (the walk
-starts at the highest id matched then). The action is audited once (AuditEntry) with its filter.
+starts at the highest id matched then). The action is audited once (AuditEntry `jobs.bulk_retry` or
+`jobs.bulk_cancel`, no target) with its filter.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 from django.db.models import Max, QuerySet
 
 from ..exceptions import InvalidTransition
-from ..models import AuditEntry, Job
+from ..models import Job
+from .audit import audit_record
 from .lifecycle import job_cancel, job_retry
-from .transitions import S, now, sources_of
+from .transitions import S, sources_of
 
 # Jobs read per query; each is then moved on its own.
 BULK_BATCH_SIZE = 500
@@ -73,8 +75,7 @@ def jobs_bulk(
                 result.changed += 1
             except InvalidTransition as error:  # it moved since the batch was read
                 _note_refusal(result, job, error.detail)
-    AuditEntry.objects.create(
-        at=now(),
+    audit_record(
         actor=actor,
         action=f"jobs.bulk_{action}",
         detail={"filter": filter, "matched": result.matched, "changed": result.changed},

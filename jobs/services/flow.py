@@ -1,8 +1,9 @@
 """Flow control: pausing queues and job types, and their concurrency and rate limits.
 
 The database holds the state (JobTypeSettings, QueueState: a Redis flush loses none of it); every
-change is audited (FlowAuditEvent). Workers read it through `flow_state()`, cached for
-FLOW_STATE_TTL seconds per process, and enforce it in Redis (jobs.worker.limits).
+change is audited in the one audit log (AuditEntry, actions `queue.pause`, `type.limits`, ...). Workers
+read it through `flow_state()`, cached for FLOW_STATE_TTL seconds per process, and enforce it in Redis
+(jobs.worker.limits).
 
 A job type's limits are declared with `@job_type(max_concurrency=..., rate=..., limit_by=...)`; a
 JobTypeSettings row overrides a limit only where its `*_overridden` flag is set, so that an override
@@ -24,7 +25,8 @@ from django.db import DatabaseError, transaction
 from ..exceptions import JobError
 from ..handlers import REGISTRY, registered_job_type
 from ..handlers.flow import Policy, policy
-from ..models import FlowAuditEvent, JobTypeSettings, QueueState
+from ..models import JobTypeSettings, QueueState
+from .audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +93,9 @@ def forget_flow_state() -> None:
 # --------------------------------------------------------------------------- writes
 
 
-def _audit(*, actor: str, kind: str, target: str, action: str, details: dict[str, Any]) -> None:
-    FlowAuditEvent.objects.create(actor=actor, kind=kind, target=target, action=action, details=details)
-    logger.info("%s: %s %s %s %s", actor, action, kind, target, details or "")
+def _audit(*, actor: str, kind: str, target: str, verb: str, detail: dict[str, Any]) -> None:
+    """`kind` is "queue" or "type": the entry's action is `queue.pause`, `type.limits`, ..."""
+    audit_record(actor=actor, action=f"{kind}.{verb}", target=target, detail=detail)
 
 
 def queue_set_paused(*, name: str, paused: bool, actor: str) -> QueueState:
@@ -105,9 +107,7 @@ def queue_set_paused(*, name: str, paused: bool, actor: str) -> QueueState:
         was = state.paused
         state.paused = paused
         state.save(update_fields=["paused", "updated_at"])
-        _audit(
-            actor=actor, kind="queue", target=name, action="pause" if paused else "resume", details={"was_paused": was}
-        )
+        _audit(actor=actor, kind="queue", target=name, verb="pause" if paused else "resume", detail={"was_paused": was})
     forget_flow_state()
     return state
 
@@ -146,13 +146,13 @@ def job_type_update(*, name: str, changes: dict[str, Any], actor: str, reset: It
                 actor=actor,
                 kind="type",
                 target=name,
-                action="pause" if row.paused else "resume",
-                details={"was_paused": before["paused"]},
+                verb="pause" if row.paused else "resume",
+                detail={"was_paused": before["paused"]},
             )
         limits: dict[str, Any] = {key: value for key, value in changes.items() if key != "paused"}
         if limits or reset:
-            details = {"set": limits, "reset": sorted(reset), "was": before}
-            _audit(actor=actor, kind="type", target=name, action="limits", details=details)
+            detail = {"set": limits, "reset": sorted(reset), "was": before}
+            _audit(actor=actor, kind="type", target=name, verb="limits", detail=detail)
     forget_flow_state()
     return row
 

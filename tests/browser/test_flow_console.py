@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import services
-from jobs.models import FlowAuditEvent, QueueState
+from jobs.models import AuditEntry, QueueState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,8 +31,13 @@ def test_pause_and_resume_a_queue_and_a_job_type(logged_in, live_server):
     assert "Paused 1 job type(s)." in run_action(page, "sleep", "pause_selected")
     assert services.flow_state(fresh=True).policy_for("sleep").paused
 
-    page.goto(f"{live_server.url}/admin/jobs/flowauditevent/")
+    page.goto(f"{live_server.url}/admin/jobs/auditentry/")
     log = page.inner_text("#result_list")
+    assert "type.pause" in log and "queue.pause" in log and "queue.resume" in log
     assert "sleep" in log and "low" in log
-    assert FlowAuditEvent.objects.count() == 3
+    assert list(AuditEntry.objects.values_list("action", "target")) == [
+        ("type.pause", "sleep"),
+        ("queue.resume", "low"),
+        ("queue.pause", "low"),
+    ]
     services.forget_flow_state()

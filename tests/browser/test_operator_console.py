@@ -175,3 +175,9 @@ def test_search_by_tag_and_cancel_all_matching_jobs_across_pages(logged_in, live
     assert Job.objects.filter(status=JobStatus.CANCELLED).count() == 60
     assert Job.objects.get(job_id=other["job_id"]).status == JobStatus.SCHEDULED
     shot(page, "bulk-cancel-all-matching")
+
+    # Audited once, in the one audit log (with the flow's pauses and limits).
+    page.goto(f"{live_server.url}/admin/jobs/auditentry/")
+    assert page.locator("#result_list tbody tr").count() == 1
+    row = page.inner_text("#result_list tbody tr")
+    assert "jobs.bulk_cancel" in row and "admin:operator" in row and '"changed": 60' in row
