@@ -7,7 +7,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Job, JobEvent, JobStatus
+from jobs.models import AuditEntry, Job, JobEvent, JobStatus
 from tests.factories import PASSWORD, make_job, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -155,6 +155,12 @@ def test_retry_a_group_retries_only_its_failed_jobs():
     assert set(Job.objects.filter(pk__in=[j.pk for j in group]).values_list("status", flat=True)) == {S.QUEUED}
     assert Job.objects.get(pk=other.pk).status == S.FAILED
     assert JobEvent.objects.filter(job_id=group[0].pk, actor="admin:ops", to_status=S.QUEUED).exists()
+    entry = AuditEntry.objects.get(action="jobs.retry_group")
+    assert (entry.actor, entry.target, entry.detail) == (
+        "admin:ops",
+        "fail",
+        {"type": "fail", "fingerprint": fingerprint, "changed": 3},
+    )
     # A second retry of the same group finds nothing left to retry.
     assert services.failure_group_retry(job_type="fail", fingerprint=fingerprint, actor="admin:ops") == 0
 

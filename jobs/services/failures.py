@@ -6,6 +6,7 @@ import logging
 
 from ..exceptions import InvalidTransition
 from ..models import Job, JobStatus
+from .audit import audit_record
 from .lifecycle import job_retry
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ def failure_group_retry(*, job_type: str, fingerprint: str, actor: str) -> int:
 
     Each job is one compare-and-set with its own timeline row naming `actor` (a job retried or
     cancelled meanwhile is skipped), read in id order BATCH_SIZE at a time so that no long lock
-    is held; the group as a whole is logged once.
+    is held; the group as a whole is audited once (AuditEntry `jobs.retry_group`, its type as target).
     """
     retried, last = 0, 0
     group = Job.objects.filter(status=JobStatus.FAILED, type=job_type, error_fingerprint=fingerprint)
@@ -33,5 +34,10 @@ def failure_group_retry(*, job_type: str, fingerprint: str, actor: str) -> int:
             except InvalidTransition:
                 continue  # retried, or otherwise moved, since it was read
             retried += 1
-    logger.info("failure group %s/%s retried by %s: %s job(s)", job_type, fingerprint, actor, retried)
+    audit_record(
+        actor=actor,
+        action="jobs.retry_group",
+        target=job_type,
+        detail={"type": job_type, "fingerprint": fingerprint, "changed": retried},
+    )
     return retried
