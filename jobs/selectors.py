@@ -149,7 +149,7 @@ def _candidates(value: str) -> list[Any]:
 def filter_by_labels(queryset: QuerySet[Job], filters: LabelFilters) -> QuerySet[Job]:
     """Jobs with every tag and every metadata or payload value of `filters`.
 
-    On PostgreSQL each is a JSONB containment (@>), which the GIN indexes of migration 0006 answer; on
+    On PostgreSQL each is a JSONB containment (@>), which the GIN indexes of migration 0008 answer; on
     SQLite the same tests read the JSON (json_each, json_extract) row by row.
     """
     postgres = connection.vendor == "postgresql"
