@@ -27,6 +27,23 @@ def pytest_configure(config):
         raise pytest.UsageError("The test suite runs with TESTING=1: load it with -p tests.testing_mode.")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_sessions_left_on_the_test_database(django_db_setup, django_db_blocker):
+    """PostgreSQL refuses to drop a database that a session is still open on, and a thread a test left
+    behind (a long poll, a run's recorder) may hold one: end them before pytest-django drops it, so no
+    test_<name> database is left over."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 def pytest_generate_tests(metafunc):
     if "store_backend" in metafunc.fixturenames:
         from jobs import store
