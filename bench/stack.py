@@ -319,7 +319,8 @@ class Stack:
         job, event = Job._meta.db_table, JobEvent._meta.db_table
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                cursor.execute(f"TRUNCATE {event}, {job} RESTART IDENTITY")
+                # CASCADE: the tables that point at jobs (dependencies, schedules' last job) go with them.
+                cursor.execute(f"TRUNCATE {event}, {job} RESTART IDENTITY CASCADE")
             else:
                 cursor.execute(f"DELETE FROM {event}")
                 cursor.execute(f"DELETE FROM {job}")
