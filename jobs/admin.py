@@ -448,7 +448,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status_shown(self, workflow: Workflow) -> SafeString:
         statuses = list(workflow.jobs.values_list("status", flat=True))
-        return status_badge(Workflow.status_of(statuses))
+        return status_badge(selectors.workflow_status(statuses))
 
     @admin.display(description="progress")
     def progress(self, workflow: Workflow) -> str:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -58,19 +57,6 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return f"workflow {self.workflow_id}"
-
-    @staticmethod
-    def status_of(statuses: Iterable[str]) -> str:
-        """The overall status from the nodes' statuses: running while one has not finished; then failed (a
-        node failed), cancelled (one was cancelled) or succeeded. The API, the admin and the recorded outcome."""
-        seen = set(statuses)
-        if not seen <= TERMINAL_STATUSES:
-            return "running"
-        if JobStatus.FAILED in seen:
-            return "failed"
-        if JobStatus.CANCELLED in seen:
-            return "cancelled"
-        return "succeeded"
 
 
 class Job(models.Model):

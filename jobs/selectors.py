@@ -468,13 +468,24 @@ def workflow_nodes(workflow: Workflow) -> list[Job]:
     return jobs
 
 
+def workflow_status(statuses: list[str]) -> str:
+    """running while a node has not finished; then failed (a node failed), cancelled, or succeeded."""
+    if any(status not in TERMINAL_STATUSES for status in statuses):
+        return "running"
+    if JobStatus.FAILED in statuses:
+        return "failed"
+    if JobStatus.CANCELLED in statuses:
+        return "cancelled"
+    return "succeeded"
+
+
 def workflow_summary(workflow: Workflow, jobs: list[Job]) -> dict[str, Any]:
     """Overall status, counts per status, progress (finished nodes over all)."""
     statuses = [job.status for job in jobs]
     counts = {status: statuses.count(status) for status in JobStatus.values if status in statuses}
     finished = sum(1 for status in statuses if status in TERMINAL_STATUSES)
     return {
-        "status": Workflow.status_of(statuses),
+        "status": workflow_status(statuses),
         "counts": counts,
         "progress": round(finished / len(jobs), 4) if jobs else 1.0,
         "finished_at": max((job.finished_at for job in jobs if job.finished_at), default=None)

@@ -176,12 +176,22 @@ def _release(frontier: set[int], *, actor: str, workflows: set[str]) -> list[Job
     return released
 
 
+def workflow_outcome(statuses: Iterable[str]) -> str:
+    """A finished workflow's outcome from its nodes' statuses: failed, cancelled or succeeded."""
+    seen = set(statuses)
+    if S.FAILED in seen:
+        return "failed"
+    if S.CANCELLED in seen:
+        return "cancelled"
+    return "succeeded"
+
+
 def workflow_finish(*, workflow_id: str) -> bool:
     """Mark a workflow whose nodes have all finished as finished, once (for its metric); True when this did."""
     statuses = list(Job.objects.filter(workflow_id=workflow_id).values_list("status", flat=True))
     if not statuses or any(status not in TERMINAL_STATUSES for status in statuses):
         return False
-    outcome = Workflow.status_of(statuses)
+    outcome = workflow_outcome(statuses)
     marked = Workflow.objects.filter(workflow_id=workflow_id, finished_at__isnull=True).update(
         finished_at=transitions.now(), outcome=outcome
     )
