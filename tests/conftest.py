@@ -76,16 +76,6 @@ def _fresh_redis(request):
     fake_redis.flushall()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_flow_state():
-    """Each test starts without the pauses and limits a worker caches for a second (jobs.services.flow)."""
-    from jobs import services
-
-    services.forget_flow_state()
-    yield
-    services.forget_flow_state()
-
-
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()

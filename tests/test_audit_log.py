@@ -14,6 +14,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 AUDIT_URL = "/admin/jobs/auditentry/"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_flow_state():
+    services.forget_flow_state()
+    yield
+    services.forget_flow_state()
+
+
 @pytest.fixture
 def superuser(client):
     client.force_login(make_user("root", superuser=True))

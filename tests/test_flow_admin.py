@@ -14,6 +14,13 @@ TYPES_URL = "/admin/jobs/jobtypesettings/"
 QUEUES_URL = "/admin/jobs/queuestate/"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_flow_state():
+    services.forget_flow_state()
+    yield
+    services.forget_flow_state()
+
+
 @pytest.fixture
 def operator(client):
     client.force_login(

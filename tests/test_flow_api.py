@@ -13,6 +13,13 @@ from jobs.models import AuditEntry, Job, JobTypeSettings, QueueState
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_flow_state():
+    services.forget_flow_state()
+    yield
+    services.forget_flow_state()
+
+
 def key_client(scope: str) -> APIClient:
     _, full = services.api_key_create(name=f"key-{scope}", scope=scope)
     client = APIClient()
