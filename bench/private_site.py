@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import requests
 
@@ -90,25 +89,3 @@ def private_site(name: str, secret_key: str) -> Iterator[Site]:
             stop_process(process)
         with psycopg.connect(PG_BASE + "postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def job_columns(expressions: dict[str, str | None]) -> tuple[list[str], list[str], list[Any]]:
-    """The column list, the SELECT expressions and their parameters of an INSERT ... SELECT into the jobs
-    table: `expressions` gives a column's SQL per row (None: left out, e.g. the id); every other column takes
-    its model default as a parameter, so columns added later fill themselves."""
-    from django.db import connection
-
-    from jobs.models import Job
-
-    columns, values, params = [], [], []
-    for column in Job._meta.concrete_fields:
-        if column.name in expressions:
-            expression = expressions[column.name]
-            if expression is None:
-                continue
-            values.append(expression)
-        else:
-            values.append("%s")
-            params.append(column.get_db_prep_save(column.get_default(), connection))
-        columns.append(connection.ops.quote_name(column.column))
-    return columns, values, params
