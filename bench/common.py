@@ -88,16 +88,6 @@ def summary(samples: list[float]) -> dict:
     }
 
 
-def latency_figures(samples: list[float]) -> dict:
-    """Requests and p50/p99/max in ms (rounded; None without samples), as the one-off benchmarks save them."""
-    return {
-        "requests": len(samples),
-        "p50_ms": round(percentile(samples, 0.50), 2) if samples else None,
-        "p99_ms": round(percentile(samples, 0.99), 2) if samples else None,
-        "max_ms": round(max(samples), 2) if samples else None,
-    }
-
-
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
